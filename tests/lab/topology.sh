@@ -1,0 +1,142 @@
+# Lab topology, sourced (bash) by jobs running inside the VM:  . tests/lab/topology.sh
+#
+#   hosta ---lan--- gwa ===wan=== gwb ---lan--- hostb
+#   10.1.0.2    10.1.0.1  192.0.2.1   192.0.2.2  10.2.0.1    10.2.0.2
+#   fd00:1::2   fd00:1::1 2001:db8::1 2001:db8::2 fd00:2::1   fd00:2::2
+#
+# Every device is a veth; each gateway's interfaces are named "wan" and "lan", each
+# host's "lan". One charon per gateway namespace; its /run is /run/<ns> (VICI socket
+# /run/<ns>/charon.vici, log /run/<ns>/charon.log, pid /run/<ns>/charon.pid).
+#
+# Settings (environment, read when charon starts):
+#   LAB_DELETE_REKEYED_DELAY  charon.delete_rekeyed_delay (default 5)
+#   LAB_CHARON_LOGLEVEL       filelog default level (default 1)
+#   LAB_CHARON_EXTRA          extra lines inside the charon { } section
+
+LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+LAB_CHARON_LOAD="random nonce aes sha1 sha2 hmac kdf gmp openssl x509 pubkey pkcs1 pem kernel-netlink socket-default vici updown"
+
+lab_log() { echo "lab: $*" >&2; }
+lab_die() { lab_log "$*"; return 1; }
+
+# Two namespaces joined by a veth pair: lab_link NS1 IF1 NS2 IF2
+lab_link() {
+    ip link add "$2" netns "$1" type veth peer name "$4" netns "$3" &&
+        ip -n "$1" link set "$2" up && ip -n "$3" link set "$4" up
+}
+
+# lab_topology: create the four namespaces, links, addresses and routes.
+lab_topology() {
+    local ns
+    for ns in gwa gwb hosta hostb; do
+        ip netns add "$ns" && ip -n "$ns" link set lo up || return
+    done
+    lab_link gwa wan gwb wan && lab_link gwa lan hosta lan && lab_link gwb lan hostb lan || return
+    ip -n gwa addr add 192.0.2.1/24 dev wan && ip -n gwa addr add 2001:db8::1/64 dev wan nodad &&
+    ip -n gwb addr add 192.0.2.2/24 dev wan && ip -n gwb addr add 2001:db8::2/64 dev wan nodad || return
+    local side
+    for side in 1 2; do
+        local gw=gwa host=hosta
+        [ $side = 2 ] && gw=gwb host=hostb
+        ip -n $gw addr add 10.$side.0.1/24 dev lan && ip -n $gw addr add fd00:$side::1/64 dev lan nodad &&
+        ip -n $host addr add 10.$side.0.2/24 dev lan && ip -n $host addr add fd00:$side::2/64 dev lan nodad &&
+        ip -n $host route add default via 10.$side.0.1 && ip -n $host -6 route add default via fd00:$side::1 &&
+        ip netns exec $gw sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 || return
+    done
+}
+
+# lab_charon_start NS: start charon 5.9.8 in NS and wait for its VICI socket.
+lab_charon_start() {
+    local ns=$1 dir=/run/$1 i
+    mkdir -p "$dir"
+    rm -f "$dir/charon.vici" "$dir/charon.pid"
+    cat >"$dir/strongswan.conf" <<EOF
+charon {
+    load = $LAB_CHARON_LOAD
+    delete_rekeyed_delay = ${LAB_DELETE_REKEYED_DELAY:-5}
+    filelog {
+        lab {
+            path = /run/charon.log
+            time_format = %H:%M:%S
+            ike_name = yes
+            default = ${LAB_CHARON_LOGLEVEL:-1}
+            flush_line = yes
+        }
+    }
+    ${LAB_CHARON_EXTRA:-}
+}
+swanctl {
+    load = random nonce pem pkcs1 x509 pubkey
+}
+EOF
+    # ip netns exec gives a private mount namespace: /run/NS becomes charon's /run
+    # (5.9.8 hard-codes /var/run/charon.pid; /var/run -> /run).
+    # The subshell keeps charon out of the job's job table (no "Killed" noise).
+    (ip netns exec "$ns" sh -c "mount --bind $dir /run && STRONGSWAN_CONF=/run/strongswan.conf exec /usr/lib/ipsec/charon" \
+        >>"$dir/charon.out" 2>&1 </dev/null &)
+    for i in $(seq 100); do
+        [ -S "$dir/charon.vici" ] && return 0
+        sleep 0.2
+    done
+    lab_die "charon in $ns did not open $dir/charon.vici; $(tail -n 5 "$dir/charon.out")"
+}
+
+# lab_charon_stop NS [SIGNAL]: stop charon (TERM: it deletes its SAs; KILL: leaves them).
+lab_charon_stop() {
+    local ns=$1 sig=${2:-TERM} pid i
+    pid=$(cat "/run/$ns/charon.pid" 2>/dev/null) || return 0
+    kill -s "$sig" "$pid" 2>/dev/null || return 0
+    for i in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || { rm -f "/run/$ns/charon.pid" "/run/$ns/charon.vici"; return 0; }
+        sleep 0.1
+    done
+    lab_die "charon $pid in $ns did not stop"
+}
+lab_charon_kill() { lab_charon_stop "$1" KILL; }
+
+# lab_charon_restart NS: stop, start and reload the last loaded swanctl.conf.
+lab_charon_restart() {
+    lab_charon_stop "$1" && lab_charon_start "$1" || return
+    if [ -e "/run/$1/swanctl/swanctl.conf" ]; then lab_load "$1" "/run/$1/swanctl/swanctl.conf"; fi
+}
+
+# lab_swanctl NS ARGS...: swanctl against the charon of NS.
+lab_swanctl() {
+    local ns=$1; shift
+    STRONGSWAN_CONF=/run/$ns/strongswan.conf swanctl "$@" --uri "unix:///run/$ns/charon.vici"
+}
+
+# lab_load NS [FILE]: load a swanctl.conf (default tests/lab/swanctl/NS.conf).
+lab_load() {
+    local ns=$1 file=${2:-$LAB_DIR/swanctl/$1.conf} base=/run/$1/swanctl d
+    for d in x509 x509ca x509aa x509ocsp x509crl x509ac pubkey private rsa ecdsa bliss pkcs8 pkcs12; do
+        mkdir -p "$base/$d"
+    done
+    [ "$file" -ef "$base/swanctl.conf" ] || cp "$file" "$base/swanctl.conf" || return
+    lab_swanctl "$ns" --load-all --file "$base/swanctl.conf" >"$base/load.out" 2>&1 ||
+        lab_die "swanctl --load-all failed in $ns: $(cat "$base/load.out")"
+}
+
+# lab_initiate [CHILD] [IKE] [NS]: bring up CHILD (default net) from NS (default gwa).
+lab_initiate() {
+    local child=${1:-net} ike=${2:-${1:-net}} ns=${3:-gwa}
+    lab_swanctl "$ns" --initiate --child "$child" --ike "$ike" --timeout 60 >"/run/$ns/initiate.out" 2>&1 ||
+        lab_die "initiate $child failed in $ns: $(tail -n 20 "/run/$ns/initiate.out")"
+}
+
+# lab_ping [COUNT] [DST] [NS]: busybox ping from hosta (default 5 to 10.2.0.2).
+lab_ping() {
+    local count=${1:-5} dst=${2:-10.2.0.2} ns=${3:-hosta} src
+    case $dst in
+        *:*) src=$(ip -n "$ns" -6 -o addr show dev lan scope global | awk '{sub("/.*", "", $4); print $4; exit}')
+             ip netns exec "$ns" busybox ping6 -c "$count" -w $((count + 10)) -I "$src" "$dst" ;;
+        *)   src=$(ip -n "$ns" -4 -o addr show dev lan | awk '{sub("/.*", "", $4); print $4; exit}')
+             ip netns exec "$ns" busybox ping -c "$count" -w $((count + 10)) -I "$src" "$dst" ;;
+    esac
+}
+
+# lab_up: topology, both charons, default confs, tunnel "net" up.
+lab_up() {
+    lab_topology && lab_charon_start gwa && lab_charon_start gwb &&
+        lab_load gwa && lab_load gwb && lab_initiate net
+}
