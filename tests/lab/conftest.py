@@ -1,0 +1,19 @@
+"""Fixtures for the kernel lab tier (pytest -m lab). Prepare with tests/lab/prepare.sh."""
+
+import pytest
+
+from .vm import lab_available, run_job
+
+
+def pytest_configure(config):
+    # Registered here too, so the marker works before/without the project's pyproject entry.
+    config.addinivalue_line("markers", "lab: boots the qemu kernel lab (tests/lab/prepare.sh)")
+
+
+@pytest.fixture(scope="session")
+def lab_run_job():
+    """vm.run_job, or skip with the reason when qemu or the prepared kernel is missing."""
+    ok, why = lab_available()
+    if not ok:
+        pytest.skip(why)
+    return run_job
