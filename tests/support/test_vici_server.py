@@ -176,6 +176,11 @@ def test_pause_looks_like_a_dead_charon(server):
         session(server)
     server.resume()
     assert text(session(server).version())["version"] == "5.9.8"
+    server.pause(stale=True)                  # what an exited charon leaves
+    with pytest.raises(ConnectionRefusedError):
+        session(server)
+    server.resume()
+    assert text(session(server).version())["daemon"] == "charon"
 
 
 def test_double_registration_delivers_twice(server):

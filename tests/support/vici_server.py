@@ -257,12 +257,16 @@ class ViciTestServer:
     def __exit__(self, *exc):
         self.stop()
 
-    def pause(self):
-        """Stop accepting and remove the socket file, as when charon is dead."""
+    def pause(self, stale: bool = False):
+        """Stop accepting, as when charon is dead: the socket file is removed
+        (connect -> FileNotFoundError), or with stale=True left in place
+        (ConnectionRefusedError), which is what charon 5.9.8 leaves on exit."""
         listener, self._listener = self._listener, None
         if listener is not None:
-            listener.close()     # wakes accept() through its timeout
-        if os.path.exists(self.path):
+            listener.close()
+            # accept()'s poll keeps the socket alive until its timeout ends
+            self._acceptor.join(5)
+        if not stale and os.path.exists(self.path):
             os.unlink(self.path)
 
     def resume(self):
@@ -276,7 +280,7 @@ class ViciTestServer:
         listener.listen(16)
         listener.settimeout(0.05)
         self._listener = listener
-        self._spawn(self._accept_loop, listener)
+        self._acceptor = self._spawn(self._accept_loop, listener)
 
     def drop_connections(self):
         """Close every client connection, as charon does when it exits."""
@@ -336,6 +340,7 @@ class ViciTestServer:
         with self._cond:
             self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
+        return thread
 
     def _record(self, kind, name, message, conn):
         with self._cond:
