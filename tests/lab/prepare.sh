@@ -21,22 +21,26 @@ export DEBIAN_FRONTEND=noninteractive
 mkdir -p "$APTDIR"
 
 # --- private apt configurations -------------------------------------------------------
-# The mirror is whatever the machine's own apt uses (first URIs: line of debian.sources).
+# Same mirror as the machine's own apt (URIs: of debian.sources, or a classic sources.list).
 HOST_SOURCES=/etc/apt/sources.list.d/debian.sources
-MIRROR=$(sed -n 's/^URIs:[[:space:]]*//p' "$HOST_SOURCES" 2>/dev/null | head -n1 | awk '{print $1}')
+host_uris() {
+    { sed -n 's/^URIs:[[:space:]]*//p' "$HOST_SOURCES" 2>/dev/null
+      grep -hs '^deb ' /etc/apt/sources.list | grep -o 'https\?://[^ ]*'; } | tr ' ' '\n' | grep .
+}
+MIRROR=$(host_uris | grep -v security | head -n1 || true)
+SECURITY=$(host_uris | grep security | head -n1 || true)
 [ -n "$MIRROR" ] || MIRROR=http://deb.debian.org/debian
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 
-write_sources() { # FILE SUITES...
-    local file=$1; shift
-    printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: %s\n' \
-        "$MIRROR" "$*" "$KEYRING" >"$file.tmp"
-    mv "$file.tmp" "$file"
+stanza() { # URI SUITES...
+    local uri=$1; shift
+    printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: %s\n\n' "$uri" "$*" "$KEYRING"
 }
-# trixie: only for downloading the kernel. backports: bookworm + backports for installs
-# on the host (dependencies come from bookworm itself).
-write_sources "$APTDIR/trixie.sources" trixie
-write_sources "$APTDIR/bookworm.sources" bookworm bookworm-updates bookworm-backports
+# trixie: only for downloading the kernel. bookworm: the host's suites + bookworm-backports,
+# for installing on the host (iproute2's dependencies come from bookworm itself).
+stanza "$MIRROR" trixie >"$APTDIR/trixie.sources"
+{ stanza "$MIRROR" bookworm bookworm-updates bookworm-backports
+  [ -z "$SECURITY" ] || stanza "$SECURITY" bookworm-security; } >"$APTDIR/bookworm.sources"
 
 apt_private() { # NAME apt-command args...  (NAME = trixie | bookworm)
     local name=$1 cmd=$2; shift 2
@@ -46,12 +50,13 @@ apt_private() { # NAME apt-command args...  (NAME = trixie | bookworm)
         -o Dir::Cache::pkgcache="$APTDIR/$name/pkgcache.bin" -o Dir::Cache::srcpkgcache= \
         -o APT::Get::List-Cleanup=false -o APT::Sandbox::User=root "$@"
 }
-apt_update() { # NAME; once per NAME, or again with LAB_REFRESH=1
-    local stamp=$APTDIR/$1/updated
-    if [ ! -e "$stamp" ] || [ "${LAB_REFRESH:-0}" = 1 ]; then
+apt_update() { # NAME: once per sources content, or again with LAB_REFRESH=1
+    local stamp=$APTDIR/$1/updated want
+    want=$(sha256sum <"$APTDIR/$1.sources")
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || [ "${LAB_REFRESH:-0}" = 1 ]; then
         log "apt-get update ($1)"
         apt_private "$1" apt-get update >/dev/null
-        touch "$stamp"
+        echo "$want" >"$stamp"
     fi
 }
 

@@ -41,7 +41,8 @@ lab_topology() {
         ip -n $gw addr add 10.$side.0.1/24 dev lan && ip -n $gw addr add fd00:$side::1/64 dev lan nodad &&
         ip -n $host addr add 10.$side.0.2/24 dev lan && ip -n $host addr add fd00:$side::2/64 dev lan nodad &&
         ip -n $host route add default via 10.$side.0.1 && ip -n $host -6 route add default via fd00:$side::1 &&
-        ip netns exec $gw sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 || return
+        ip netns exec $gw sh -c 'echo 1 >/proc/sys/net/ipv4/ip_forward &&
+            echo 1 >/proc/sys/net/ipv6/conf/all/forwarding' || return
     done
 }
 

@@ -152,7 +152,7 @@ def run_job(script: str, timeout: float = 300, env: dict | None = None) -> JobRe
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print(f"usage: python -m tests.lab.vm SCRIPTFILE", file=sys.stderr)
+        print("usage: python -m tests.lab.vm SCRIPTFILE", file=sys.stderr)
         return 2
     ok, why = lab_available()
     if not ok:

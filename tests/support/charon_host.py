@@ -221,18 +221,20 @@ class CharonPair:
         defaults to conf_a, as the templates are symmetric."""
         tag = secrets.token_hex(3)
         self.ns = {"a": f"soa-{tag}", "b": f"sob-{tag}"}
-        self.dir = tempfile.mkdtemp(prefix=f"swan-{tag}-")
+        self.dir = ""           # made by __enter__, removed by close()
         self.confs = {"a": conf_a, "b": conf_b or conf_a}
         self.keep_dir = keep_dir
         self._procs: dict[str, subprocess.Popen] = {}
 
     # -- lifecycle
     def __enter__(self) -> "CharonPair":
+        self.dir = tempfile.mkdtemp(prefix=f"swan-{self.ns['a'][4:]}-")
         try:
             self._setup_network()
             for side in SIDES:
                 self._write_strongswan_conf(side)
                 self.start(side)
+            self._wait_link()
         except BaseException:
             self.close()
             raise
@@ -247,7 +249,7 @@ class CharonPair:
             self.stop(side, kill=True)
         for ns in self.ns.values():
             _run("ip", "netns", "del", ns, check=False)
-        if not self.keep_dir:
+        if self.dir and not self.keep_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- plumbing
@@ -263,15 +265,29 @@ class CharonPair:
     def _setup_network(self):
         for ns in self.ns.values():
             _run("ip", "netns", "add", ns)
+            _run("ip", "netns", "exec", ns, "sysctl", "-qw",
+                 "net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.accept_dad=0")
             _run("ip", "-n", ns, "link", "set", "lo", "up")
         _run("ip", "-n", self.ns["a"], "link", "add", "eth0", "type", "veth",
              "peer", "name", "eth0", "netns", self.ns["b"])
         for side in SIDES:
+            _run("ip", "-n", self.ns[side], "link", "set", "eth0", "up")
             self.addr(side, ADDRS[side]["v4"] + "/24", "eth0")
             self.addr(side, ADDRS[side]["v6"] + "/64", "eth0")
-            _run("ip", "-n", self.ns[side], "link", "set", "eth0", "up")
             for cidr in LO_ADDRS[side]:
                 self.addr(side, cidr)
+
+    def _wait_link(self, timeout=5.0):
+        """The kernel's linkwatch brings the veth up to 1 s late; until then
+        IPv6 packets wait for neighbour discovery (IKE over IPv6 took 1 s)."""
+        deadline = time.monotonic() + timeout
+        for ns in self.ns.values():
+            while time.monotonic() < deadline:
+                out = _run("ip", "-n", ns, "-6", "addr", "show", "dev", "eth0",
+                           "scope", "link").stdout
+                if "inet6" in out and "tentative" not in out:
+                    break
+                time.sleep(0.05)
 
     def _side_dir(self, side, *parts):
         return os.path.join(self.dir, side, *parts)

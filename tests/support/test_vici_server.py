@@ -216,3 +216,11 @@ def test_client_protocol_errors_are_recorded(tmp_path):
     assert len(srv.errors) == 2
     assert "unterminated section" in srv.errors[0]
     assert "packet type 1" in srv.errors[1]
+
+
+def test_handler_errors_are_recorded(tmp_path):
+    with ViciTestServer(tmp_path / "v") as srv:
+        srv.sas = [{"gw": {"uniqueid": "not-a-number"}}]
+        with pytest.raises(vici.exception.CommandException, match="test server"):
+            list(session(srv).list_sas({"ike-id": "1"}))
+    assert len(srv.errors) == 1 and "list-sas" in srv.errors[0]

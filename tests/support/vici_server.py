@@ -30,7 +30,9 @@ Typical use::
 
 Commands other than `version` and `list-sas` can be served by adding
 `server.commands[name] = fn`, where `fn(request: dict) -> dict` (request
-values are str if valid UTF-8, else bytes).
+values are str if valid UTF-8, else bytes). A handler that raises (or a
+malformed `server.sas`) is recorded in `server.errors` and answered with
+success=no.
 """
 
 import copy
@@ -306,7 +308,7 @@ class ViciTestServer:
     def registered(self, event: str) -> int:
         """How many registrations for `event` exist right now."""
         with self._cond:
-            return sum(c.events.count(event) for c in self._conns.values())
+            return self._count(event)
 
     def wait_registered(self, event: str, timeout: float = 5.0) -> bool:
         with self._cond:
@@ -446,13 +448,17 @@ class ViciTestServer:
             self._error(conn, f"request {name!r}: {err}")
             request = {}
         self._record("command", name, request, conn)
-        if name == "list-sas":
-            response = self._list_sas(conn, request)
-        elif name in self.commands:
-            response = self.commands[name](request)
-        else:
+        if name != "list-sas" and name not in self.commands:
             conn.send(encode_packet(CMD_UNKNOWN))
             return
+        try:
+            if name == "list-sas":
+                response = self._list_sas(conn, request)
+            else:
+                response = self.commands[name](request)
+        except Exception as err:    # a broken test handler or server.sas
+            self._error(conn, f"handling {name!r}: {err!r}")
+            response = {"success": "no", "errmsg": f"test server: {err!r}"}
         conn.send(encode_packet(CMD_RESPONSE, None, response))
 
     def _list_sas(self, conn, request) -> dict:

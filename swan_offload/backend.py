@@ -1,0 +1,191 @@
+"""Kernel backend: the narrow interface the reconciler uses, like charon's kernel_ipsec.
+
+``NetlinkBackend`` talks XFRM netlink to the running kernel; ``MemoryBackend``
+imitates the kernel's rules (identity, EEXIST, offload refusals) for fast unit
+tests. Both take one list of operations and return one result per operation,
+so a batch is a batch on both.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass, replace
+from typing import Protocol, Union
+
+from .planner import Device
+from .xfrm import constants as c
+from .xfrm import objects as o
+from .xfrm.netlink import Request, XfrmError, XfrmSocket
+
+
+@dataclass(frozen=True)
+class AddState:
+    state: o.XfrmState
+
+
+@dataclass(frozen=True)
+class DelState:
+    id: o.StateId
+    what: str = ""
+
+
+@dataclass(frozen=True)
+class AddPolicy:
+    policy: o.XfrmPolicy
+
+
+@dataclass(frozen=True)
+class DelPolicy:
+    id: o.PolicyId
+    what: str = ""
+
+
+Op = Union[AddState, DelState, AddPolicy, DelPolicy]
+
+
+def describe(op: Op) -> str:
+    if isinstance(op, AddState):
+        return "add " + op.state.describe()
+    if isinstance(op, AddPolicy):
+        return "add " + op.policy.describe()
+    if isinstance(op, DelState):
+        return op.what or f"delete state spi 0x{op.id.spi:08x} dst {op.id.daddr}"
+    return op.what or f"delete policy {op.id.sel.describe()} dir {c.DIR_NAMES.get(op.id.dir)}"
+
+
+class Backend(Protocol):
+    def dump_states(self) -> list[o.XfrmState]: ...
+    def dump_policies(self) -> list[o.XfrmPolicy]: ...
+    def get_state(self, sid: o.StateId) -> o.XfrmState | None: ...
+    def apply(self, ops: list[Op]) -> list[XfrmError | None]: ...
+    def devices(self) -> tuple[dict[str, Device], dict[str, Device]]: ...
+
+
+class NetlinkBackend:
+    def __init__(self, netns: str | None = None) -> None:
+        self.netns = netns
+        self.sock = XfrmSocket(netns=netns)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def dump_states(self) -> list[o.XfrmState]:
+        msgs = self.sock.dump(c.XFRM_MSG_GETSA, o.state_id_to_msg(o.StateId("0.0.0.0", 0, 0, 0)), "dump states")
+        return [o.state_from_msg(m) for m in msgs]
+
+    def dump_policies(self) -> list[o.XfrmPolicy]:
+        pid = o.PolicyId(o.Selector(0, "0.0.0.0", "0.0.0.0", 0, 0), 0)
+        msgs = self.sock.dump(c.XFRM_MSG_GETPOLICY, o.policy_id_to_msg(pid), "dump policies")
+        return [o.policy_from_msg(m) for m in msgs]
+
+    def get_state(self, sid: o.StateId) -> o.XfrmState | None:
+        reply = self.sock.batch([Request(c.XFRM_MSG_GETSA, o.state_id_to_msg(sid), what=f"get state spi 0x{sid.spi:08x}")])[0]
+        if reply.error is not None:
+            if reply.error.errno == errno.ESRCH:
+                return None
+            raise reply.error
+        return o.state_from_msg(reply.messages[0]) if reply.messages else None
+
+    def apply(self, ops: list[Op]) -> list[XfrmError | None]:
+        reqs = []
+        for op in ops:
+            if isinstance(op, AddState):
+                reqs.append(Request(c.XFRM_MSG_NEWSA, o.state_to_msg(op.state), what=describe(op)))
+            elif isinstance(op, DelState):
+                reqs.append(Request(c.XFRM_MSG_DELSA, o.state_id_to_msg(op.id), what=describe(op)))
+            elif isinstance(op, AddPolicy):
+                reqs.append(Request(c.XFRM_MSG_NEWPOLICY, o.policy_to_msg(op.policy), what=describe(op)))
+            else:
+                reqs.append(Request(c.XFRM_MSG_DELPOLICY, o.policy_id_to_msg(op.id), what=describe(op)))
+        return [r.error for r in self.sock.batch(reqs)]
+
+    def devices(self) -> tuple[dict[str, Device], dict[str, Device]]:
+        """(local address -> device, interface name -> device), read with rtnetlink."""
+        from pyroute2 import IPRoute
+
+        with IPRoute(netns=self.netns) if self.netns else IPRoute() as ipr:
+            by_name = {}
+            for link in ipr.get_links():
+                name = link.get_attr("IFLA_IFNAME")
+                by_name[name] = Device(link["index"], name)
+            by_index = {d.ifindex: d for d in by_name.values()}
+            by_addr = {}
+            for a in ipr.get_addr():
+                addr = a.get_attr("IFA_ADDRESS") or a.get_attr("IFA_LOCAL")
+                if addr and a["index"] in by_index:
+                    by_addr[addr] = by_index[a["index"]]
+        return by_addr, by_name
+
+
+class MemoryBackend:
+    """An in-memory kernel with XFRM's identity rules, for fast planner/reconciler tests.
+
+    ``refuse`` maps an ifindex to the text a driver would answer packet offload with.
+    """
+
+    def __init__(self, refuse: dict[int, str] | None = None) -> None:
+        self.states: dict[tuple, o.XfrmState] = {}
+        self.policies: dict[tuple, o.XfrmPolicy] = {}
+        self.refuse = dict(refuse or {})
+        self.addresses: dict[str, Device] = {}
+        self.names: dict[str, Device] = {}
+        self.batches: list[list[Op]] = []
+        self._index = 8
+
+    @staticmethod
+    def _skey(sid: o.StateId) -> tuple:
+        return (sid.daddr, sid.spi, sid.proto)
+
+    @staticmethod
+    def _pkey(pid: o.PolicyId) -> tuple:
+        return (pid.sel, pid.dir, pid.mark, pid.if_id)
+
+    def dump_states(self) -> list[o.XfrmState]:
+        return list(self.states.values())
+
+    def dump_policies(self) -> list[o.XfrmPolicy]:
+        return list(self.policies.values())
+
+    def get_state(self, sid: o.StateId) -> o.XfrmState | None:
+        return self.states.get(self._skey(sid))
+
+    def _one(self, op: Op) -> XfrmError | None:
+        what = describe(op)
+        if isinstance(op, AddState):
+            k = self._skey(op.state.id)
+            if k in self.states:
+                return XfrmError(errno.EEXIST, None, what)
+            off = op.state.offload
+            if off and off.packet and off.ifindex in self.refuse:
+                return XfrmError(errno.EINVAL, self.refuse[off.ifindex], what)
+            self.states[k] = op.state
+        elif isinstance(op, DelState):
+            if self.states.pop(self._skey(op.id), None) is None:
+                return XfrmError(errno.ESRCH, None, what)
+        elif isinstance(op, AddPolicy):
+            k = self._pkey(op.policy.id)
+            if k in self.policies:
+                return XfrmError(errno.EEXIST, None, what)
+            off = op.policy.offload
+            if off and off.ifindex in self.refuse:
+                return XfrmError(errno.EINVAL, self.refuse[off.ifindex], what)
+            self._index += 8
+            self.policies[k] = replace(op.policy, index=self._index)
+        else:
+            if self.policies.pop(self._pkey(op.id), None) is None:
+                return XfrmError(errno.ENOENT, None, what)
+        return None
+
+    def apply(self, ops: list[Op]) -> list[XfrmError | None]:
+        self.batches.append(list(ops))
+        return [self._one(op) for op in ops]
+
+    def devices(self) -> tuple[dict[str, Device], dict[str, Device]]:
+        return dict(self.addresses), dict(self.names)
+
+
+def random_spi() -> int:
+    """An SPI for a short-lived probe state, in the range charon never allocates (< 0xc0000000 is its floor)."""
+    return 0x100 + int.from_bytes(os.urandom(3), "big")
+

@@ -1,0 +1,157 @@
+"""``swan-offload run | plan | status``. None of them ever prints key material."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from . import capability, config, planner, vici_source
+from .backend import NetlinkBackend
+
+log = logging.getLogger("swan_offload")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _load(path: str | None) -> config.Config:
+    if path is None and not Path(config.DEFAULT_PATH).exists():
+        return config.Config()
+    return config.load(path or config.DEFAULT_PATH)
+
+
+def _backend(netns: str | None) -> NetlinkBackend:
+    try:
+        return NetlinkBackend(netns)
+    except PermissionError as e:
+        raise SystemExit(f"swan-offload: XFRM netlink needs CAP_NET_ADMIN (run as root): {e}") from e
+
+
+def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
+    from .daemon import Daemon
+
+    try:
+        d = Daemon(cfg, args.netns)
+    except PermissionError as e:
+        print(f"swan-offload: XFRM netlink needs CAP_NET_ADMIN (run as root): {e}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, lambda *_: d.stop())
+    signal.signal(signal.SIGINT, lambda *_: d.stop())
+    d.run()
+    return 0
+
+
+def plan_rows(p: planner.Plan, margin: int) -> dict:
+    children = []
+    for cp in p.children:
+        changes = planner.state_changes(cp, margin)
+        children.append(
+            {
+                "ike": cp.child.ike_name,
+                "child": cp.child.name,
+                "uniqueid": cp.child.uniqueid,
+                "reqid": cp.child.reqid,
+                "spi_in": f"{cp.child.spi_in:08x}",
+                "spi_out": f"{cp.child.spi_out:08x}",
+                "target": cp.target,
+                "device": cp.device.name if cp.device else None,
+                "reason": cp.reason,
+                "states": [new.describe() for _cur, new in changes],
+                "policies": [x.describe() for x in cp.policies],
+            }
+        )
+    return {
+        "children": children,
+        "bypasses": [x.describe() for x in p.bypasses],
+        "remove": [x.describe() for x in p.stale_policies],
+    }
+
+
+def cmd_plan(args: argparse.Namespace, cfg: config.Config) -> int:
+    from .reconciler import Reconciler
+
+    backend = _backend(args.netns)
+    try:
+        children = vici_source.list_children(cfg.vici_socket)
+    except vici_source.VICI_ERRORS as e:
+        print(f"swan-offload: cannot read charon at {cfg.vici_socket}: {e}", file=sys.stderr)
+        return 1
+    caps = capability.probe(backend)
+    rows = plan_rows(Reconciler(backend, cfg, caps).plan(children), cfg.seq_margin)
+    rows["kernel"] = caps.reason
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"kernel: {caps.reason}")
+    for ch in rows["children"]:
+        print(f"{ch['ike']}/{ch['child']}#{ch['uniqueid']} reqid {ch['reqid']} spi in {ch['spi_in']} out {ch['spi_out']}: {ch['target']}"
+              + (f" on {ch['device']}" if ch["device"] else "") + (f" ({ch['reason']})" if ch["reason"] else ""))
+        for line in ch["states"] + ch["policies"]:
+            print(f"  install {line}")
+    for line in rows["bypasses"]:
+        print(f"bypass {line}")
+    for line in rows["remove"]:
+        print(f"remove {line}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, cfg: config.Config) -> int:
+    path = Path(cfg.status_file)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        print(f"swan-offload: no daemon status at {path}; start the daemon with 'swan-offload run'", file=sys.stderr)
+        return 3
+    except (OSError, ValueError) as e:
+        print(f"swan-offload: cannot read {path}: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(data, indent=1))
+        return 0
+    a = data.get("agent", {})
+    print(f"charon: {a.get('charon') or 'not connected'}  vici: {'up' if a.get('vici_connected') else 'down'}  kernel: {a.get('kernel_reason')}")
+    fmt = "{:<28} {:>6} {:>8} {:>8} {:<9} {:<10} {}"
+    print(fmt.format("CHILD_SA", "REQID", "SPI-IN", "SPI-OUT", "MODE", "DEVICE", "REASON"))
+    for ch in data.get("children", []):
+        name = f"{ch['ike']}/{ch['child']}#{ch['uniqueid']}"
+        print(fmt.format(name, ch["reqid"], ch["spi_in"], ch["spi_out"], ch["mode"], ch["device"] or "-", ch["reason"]))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="swan-offload", description="Move strongSwan CHILD_SAs into NIC packet offload.")
+    ap.add_argument("-c", "--config", help=f"TOML config (default {config.DEFAULT_PATH} if present)")
+    ap.add_argument("--netns", help=argparse.SUPPRESS)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("run", help="run the daemon in the foreground")
+    for name, text in (("plan", "print what would be installed; change nothing"), ("status", "per CHILD_SA offload status")):
+        sp = sub.add_parser(name, help=text)
+        sp.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        cfg = _load(args.config)
+    except config.ConfigError as e:
+        print(f"swan-offload: bad config: {e}", file=sys.stderr)
+        return 2
+    _setup_logging(cfg.log_level)
+    try:
+        return {"run": cmd_run, "plan": cmd_plan, "status": cmd_status}[args.cmd](args, cfg)
+    except OSError as e:
+        if e.errno == errno.EPERM:
+            print(f"swan-offload: needs CAP_NET_ADMIN: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

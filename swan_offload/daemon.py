@@ -1,0 +1,188 @@
+"""The daemon: VICI events and XFRM notifications in, one reconcile at a time out.
+
+Two reader threads (VICI listener, XFRM monitor) only enqueue; the main thread
+is the single writer to the kernel. Any burst of events leads to one resync
+from ``list-sas`` plus one kernel dump, so the reconcile is the same code on
+start, after a reconnect, after a rekey and after a crash: restart-safe by
+construction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from . import capability, vici_source
+from .backend import NetlinkBackend
+from .config import Config
+from .reconciler import Reconciler
+from .xfrm import constants as c
+from .xfrm.netlink import XfrmSocket
+
+log = logging.getLogger("swan_offload.daemon")
+
+NATIVE_PACKET_VERSION = (5, 9, 10)
+XFRM_TRIGGERS = {c.XFRM_MSG_NEWSA, c.XFRM_MSG_DELSA, c.XFRM_MSG_UPDSA, c.XFRM_MSG_EXPIRE, c.XFRM_MSG_NEWPOLICY, c.XFRM_MSG_DELPOLICY, c.XFRM_MSG_UPDPOLICY, c.XFRM_MSG_FLUSHSA, c.XFRM_MSG_FLUSHPOLICY}
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    out = []
+    for part in text.split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        if not digits:
+            break
+        out.append(int(digits))
+    return tuple(out)
+
+
+class XfrmMonitor(threading.Thread):
+    """Enqueues XFRM notifications not caused by the agent itself (by sender port)."""
+
+    def __init__(self, q: queue.Queue, own_port: int, netns: str | None = None) -> None:
+        super().__init__(name="xfrm-monitor", daemon=True)
+        self.q = q
+        self.own_port = own_port
+        self.sock = XfrmSocket(groups=(c.XFRMNLGRP_SA, c.XFRMNLGRP_POLICY, c.XFRMNLGRP_EXPIRE), netns=netns)
+        self.stopping = threading.Event()
+        self.seen = 0
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            for mtype, pid, _msg in self.sock.events(timeout=0.5):
+                self.seen += 1
+                if mtype < 0 or (mtype in XFRM_TRIGGERS and pid != self.own_port):
+                    self.q.put(("xfrm", mtype))
+                if self.stopping.is_set():
+                    break
+        self.sock.close()
+
+
+class Daemon:
+    def __init__(self, cfg: Config, netns: str | None = None) -> None:
+        self.cfg = cfg
+        self.netns = netns
+        self.q: queue.Queue = queue.Queue()
+        self.backend = NetlinkBackend(netns)
+        self.caps = capability.probe(self.backend)
+        self.reconciler = Reconciler(self.backend, cfg, self.caps)
+        self.listener = vici_source.Listener(cfg.vici_socket, self.q, cfg.reconnect_max_seconds)
+        self.monitor = XfrmMonitor(self.q, self.backend.sock.port, netns)
+        self.stopping = threading.Event()
+        self.connected = False
+        self.charon_version = ""
+        self.last_event = 0.0
+        self.last_sync = 0.0
+        self.sync_errors = 0
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.q.put(("stop", None))
+
+    def run(self) -> None:
+        level = log.info if self.caps.packet_offload else log.warning
+        level("%s", self.caps.reason)
+        self.monitor.start()
+        self.listener.start()
+        dirty = False
+        try:
+            while not self.stopping.is_set():
+                try:
+                    kind, payload = self.q.get(timeout=self.cfg.resync_seconds)
+                except queue.Empty:
+                    kind, payload = "timer", None
+                dirty |= self._handle(kind, payload)
+                # let a burst of events settle, then reconcile once
+                deadline = time.monotonic() + 0.05
+                while time.monotonic() < deadline:
+                    try:
+                        dirty |= self._handle(*self.q.get(timeout=max(0.0, deadline - time.monotonic())))
+                    except queue.Empty:
+                        break
+                if dirty and self.connected and not self.stopping.is_set():
+                    dirty = not self.sync()
+        finally:
+            self.listener.stop()
+            self.monitor.stop()
+            self.write_status()
+
+    def _handle(self, kind: str, payload: Any) -> bool:
+        if kind == "connected":
+            self.connected = True
+            self._on_connect()
+            return True
+        if kind == "disconnected":
+            self.connected = False
+            log.warning("charon went away (%s); kernel objects kept, reconnecting", payload)
+            self.write_status()
+            return False
+        if kind == "event":
+            name, msg = payload
+            self.last_event = time.time()
+            log.info("event %s", vici_source.describe_event(name, msg))
+            return True
+        return kind in ("xfrm", "timer")
+
+    def _on_connect(self) -> None:
+        try:
+            v = vici_source.version(self.cfg.vici_socket)
+        except vici_source.VICI_ERRORS as e:
+            log.warning("version query failed: %s", e)
+            return
+        self.charon_version = f"{v.get('daemon', 'charon')} {v.get('version', '?')}"
+        log.info("connected to %s over %s", self.charon_version, self.cfg.vici_socket)
+        if parse_version(v.get("version", "")) >= NATIVE_PACKET_VERSION:
+            log.info("charon %s can offload packets itself (hw_offload = packet); SAs it offloads are reported as native and left alone", v.get("version"))
+
+    def sync(self) -> bool:
+        """One resync: list-sas, dump the kernel, apply the plan. False if charon could not be read."""
+        try:
+            children = vici_source.list_children(self.cfg.vici_socket)
+        except vici_source.VICI_ERRORS as e:
+            log.warning("list-sas failed: %s", e)
+            return False
+        try:
+            self.reconciler.reconcile(children)
+        except OSError as e:
+            self.sync_errors += 1
+            log.error("reconcile failed: %s", e)
+            return False
+        self.last_sync = time.time()
+        self.write_status()
+        return True
+
+    def status(self) -> dict:
+        return {
+            "agent": {
+                "pid": os.getpid(),
+                "vici_connected": self.connected,
+                "charon": self.charon_version,
+                "kernel": self.caps.release,
+                "packet_offload": self.caps.packet_offload,
+                "kernel_reason": self.caps.reason,
+                "reconcile_runs": self.reconciler.runs,
+                "last_sync": round(self.last_sync, 3),
+                "last_event": round(self.last_event, 3),
+                "refusing_devices": {str(k): v for k, v in self.reconciler.refusing.items()},
+            },
+            "children": [o.as_dict() for o in sorted(self.reconciler.outcomes.values(), key=lambda o: (o.ike, o.child, o.uniqueid))],
+        }
+
+    def write_status(self) -> None:
+        path = Path(self.cfg.status_file)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.status(), indent=1))
+            os.chmod(tmp, 0o644)
+            tmp.replace(path)
+        except OSError as e:
+            log.warning("cannot write status file %s: %s", path, e)

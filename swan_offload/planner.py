@@ -1,0 +1,292 @@
+"""Pure planner: from CHILD_SAs, config and a kernel snapshot, the objects that should exist.
+
+No sockets here. The reconciler feeds it what it read and applies the result.
+Agent-installed policies are tagged in the selector's ``user`` field: the
+kernel compares whole selectors for identity but never matches on ``user``, so
+a tagged policy can sit beside charon's own one, covers the same packets, and
+is recognisable from the kernel alone after a restart.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+
+from .config import Config, Rule
+from .model import ChildSA
+from .xfrm import constants as c
+from .xfrm.objects import LifetimeCur, Offload, Selector, XfrmPolicy, XfrmState
+
+AGENT_TAG = 0x73776F66  # "swof" in xfrm_selector.user
+CHARON_DEFAULT_BASE = 400000  # 2 * PRIO_BASE: charon's regular and trap policies
+CHARON_MAX_SPECIFICITY = 131459
+
+# targets a CHILD_SA can end in
+PACKET, CRYPTO, SOFTWARE, KEEP = "packet", "crypto", "software", "keep"
+OFF, NATIVE, PENDING = "off", "native", "pending"
+
+
+@dataclass(frozen=True)
+class Device:
+    ifindex: int
+    name: str
+
+
+@dataclass
+class KernelView:
+    """What the kernel holds, as read by one dump of states and one of policies."""
+
+    states: dict[tuple[str, int, int], XfrmState] = field(default_factory=dict)
+    policies: list[XfrmPolicy] = field(default_factory=list)
+    packet_offload: bool = True
+    packet_offload_reason: str = ""
+    addresses: dict[str, Device] = field(default_factory=dict)
+    devices: dict[str, Device] = field(default_factory=dict)
+    refusing_devices: dict[int, str] = field(default_factory=dict)
+    crypto_refusing: dict[int, str] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, states: list[XfrmState], policies: list[XfrmPolicy], **kw: object) -> KernelView:
+        return cls({(s.daddr, s.spi, s.proto): s for s in states}, list(policies), **kw)  # type: ignore[arg-type]
+
+    def state(self, daddr: str, spi: int) -> XfrmState | None:
+        return self.states.get((daddr, spi, c.IPPROTO_ESP))
+
+
+@dataclass(frozen=True)
+class ChildPlan:
+    child: ChildSA
+    rule: Rule
+    target: str
+    device: Device | None = None
+    state_out: XfrmState | None = None
+    state_in: XfrmState | None = None
+    policies: tuple[XfrmPolicy, ...] = ()
+    reason: str = ""  # why the target is not packet (empty when it is)
+
+    crypto_ok: bool = True
+
+    def fallback(self, reason: str) -> ChildPlan:
+        """The same child sent to its configured fallback, with the reason recorded."""
+        dev = self.device if self.crypto_ok else None
+        return replace(self, target=fallback_target(self.rule, dev), policies=(), reason=reason)
+
+
+@dataclass(frozen=True)
+class Plan:
+    children: tuple[ChildPlan, ...]
+    bypasses: tuple[XfrmPolicy, ...]
+    stale_policies: tuple[XfrmPolicy, ...]
+
+
+def is_agent_policy(p: XfrmPolicy) -> bool:
+    return p.sel.user == AGENT_TAG
+
+
+def fallback_target(rule: Rule, device: Device | None) -> str:
+    if rule.fallback == CRYPTO:
+        return CRYPTO if device else SOFTWARE
+    return rule.fallback
+
+
+def hw_priority(sw: int, top: int) -> int | None:
+    """Map charon's automatic priority into the agent's band, keeping charon's order."""
+    x = CHARON_DEFAULT_BASE - sw
+    if not 0 <= x <= CHARON_MAX_SPECIFICITY:
+        return None
+    return top - (x >> 1)
+
+
+def offload_for(target: str, device: Device | None, inbound: bool) -> Offload | None:
+    if target not in (PACKET, CRYPTO) or device is None:
+        return None
+    flags = (c.XFRM_OFFLOAD_PACKET if target == PACKET else 0) | (c.XFRM_OFFLOAD_INBOUND if inbound else 0)
+    return Offload(device.ifindex, flags)
+
+
+def moved_state(current: XfrmState, offload: Offload | None, outbound: bool, seq_margin: int) -> XfrmState:
+    """The state that replaces ``current``: same SA, new offload, counters carried.
+
+    Outbound sequence numbers jump ahead by ``seq_margin`` to cover packets sent
+    between the read and the delete; the peer accepts forward jumps, never repeats.
+    """
+    replay, esn = current.replay, current.replay_esn
+    if outbound and esn is not None:
+        total = ((esn.oseq_hi << 32) | esn.oseq) + seq_margin
+        esn = replace(esn, oseq=total & 0xFFFFFFFF, oseq_hi=total >> 32)
+    elif outbound and replay is not None:
+        replay = replace(replay, oseq=min(replay.oseq + seq_margin, 0xFFFFFFFF))
+    return replace(current, offload=offload, replay=replay, replay_esn=esn, lastused=None, sa_dir=None)
+
+
+def state_matches(current: XfrmState, offload: Offload | None) -> bool:
+    cur = current.offload
+    if offload is None or cur is None:
+        return offload is None and cur is None
+    return cur.ifindex == offload.ifindex and cur.packet == offload.packet
+
+
+def reqid_clashes(children: list[ChildSA]) -> dict[tuple[str, int], str]:
+    """Children sharing a reqid with different selectors: the hardware could not tell them apart."""
+    by_reqid: dict[int, list[ChildSA]] = defaultdict(list)
+    for ch in children:
+        if ch.reqid:
+            by_reqid[ch.reqid].append(ch)
+    out = {}
+    for reqid, group in by_reqid.items():
+        if len({ch.selectors for ch in group}) > 1:
+            names = ", ".join(sorted({f"{ch.ike_name}/{ch.name}" for ch in group}))
+            for ch in group:
+                out[ch.key] = f"reqid {reqid} is shared by children with different traffic selectors ({names})"
+    return out
+
+
+def _charon_policies(view: KernelView, reqid: int) -> list[XfrmPolicy]:
+    return [
+        p
+        for p in view.policies
+        if not is_agent_policy(p)
+        and p.dir in (c.XFRM_POLICY_IN, c.XFRM_POLICY_OUT)
+        and p.ptype == c.XFRM_POLICY_TYPE_MAIN
+        and any(t.reqid == reqid for t in p.templates)
+    ]
+
+
+def _hw_policy(sw: XfrmPolicy, prio: int, device: Device) -> XfrmPolicy:
+    return replace(
+        sw,
+        sel=replace(sw.sel, user=AGENT_TAG),
+        priority=prio,
+        index=0,
+        curlft=LifetimeCur(),
+        offload=Offload(device.ifindex, c.XFRM_OFFLOAD_PACKET),
+    )
+
+
+def _shadowed(view: KernelView, sw: XfrmPolicy, packet_reqids: set[int]) -> XfrmPolicy | None:
+    """A software policy charon ranks above ``sw`` that a packet-offload twin would hide."""
+    for q in view.policies:
+        if is_agent_policy(q) or q.dir != sw.dir or q is sw or q.priority >= sw.priority:
+            continue
+        if q.templates and all(t.reqid in packet_reqids for t in q.templates):
+            continue
+        if q.mark != sw.mark or q.if_id != sw.if_id:
+            continue
+        if q.sel.overlaps(sw.sel):
+            return q
+    return None
+
+
+def _device_for(child: ChildSA, rule: Rule, view: KernelView) -> tuple[Device | None, str]:
+    if rule.interface:
+        dev = view.devices.get(rule.interface)
+        return dev, "" if dev else f"interface {rule.interface} does not exist"
+    dev = view.addresses.get(child.local_host)
+    return dev, "" if dev else f"no device owns the local address {child.local_host}"
+
+
+def plan_child(child: ChildSA, cfg: Config, view: KernelView, clash: str | None) -> ChildPlan:
+    """First pass for one child: its target before looking at policy overlaps."""
+    rule = cfg.rule_for(child.ike_name, child.name)
+    out = view.state(child.remote_host, child.spi_out)
+    inn = view.state(child.local_host, child.spi_in)
+    base = ChildPlan(child, rule, OFF, state_out=out, state_in=inn)
+    if rule.mode == OFF:
+        return replace(base, reason="offload is off for this connection")
+    if out is None or inn is None:
+        return replace(base, target=PENDING, reason="SAs not (yet) in the kernel")
+    device, why = _device_for(child, rule, view)
+    crypto_ok = device is not None and device.ifindex not in view.crypto_refusing
+    base = replace(base, device=device, crypto_ok=crypto_ok)
+    mine = [p for p in view.policies if is_agent_policy(p) and any(t.reqid == child.reqid for t in p.templates)]
+    if out.offload and out.offload.packet and inn.offload and inn.offload.packet and not mine:
+        return replace(base, target=NATIVE, reason="charon offloads this SA itself")
+    if rule.mode == CRYPTO:
+        if not crypto_ok:
+            return replace(base, target=SOFTWARE, reason=why or view.crypto_refusing.get(device.ifindex if device else -1, ""))
+        return replace(base, target=CRYPTO, reason="crypto offload configured")
+    for bad, text in (
+        (not view.packet_offload, view.packet_offload_reason or "kernel has no packet offload"),
+        (device is None, why),
+        (device is not None and device.ifindex in view.refusing_devices, view.refusing_devices.get(device.ifindex if device else -1, "")),
+        (child.reqid == 0, "reqid 0: hardware matches SA and policy by reqid"),
+        (child.protocol != "ESP", f"protocol {child.protocol}: only ESP can be offloaded"),
+        (clash is not None, clash or ""),
+        (out.tfcpad or inn.tfcpad, "TFC padding can't be offloaded"),
+        (out.sec_ctx is not None or inn.sec_ctx is not None, "security context can't be offloaded"),
+    ):
+        if bad:
+            return base.fallback(text)
+    sws = _charon_policies(view, child.reqid)
+    if not sws:
+        return base.fallback("charon installed no policies for this CHILD_SA (policies = no?)")
+    assert device is not None
+    hws = []
+    for sw in sws:
+        prio = hw_priority(sw.priority, cfg.priority_top)
+        if prio is None:
+            return base.fallback(f"policy priority {sw.priority} is outside charon's automatic range; remove 'priority =' to offload")
+        hws.append(_hw_policy(sw, prio, device))
+    return replace(base, target=PACKET, policies=tuple(hws))
+
+
+def _bypasses(cfg: Config, plans: list[ChildPlan]) -> tuple[XfrmPolicy, ...]:
+    """IKE bypass policies on each device carrying packet offload, above every IPsec policy."""
+    need: set[tuple[Device, int]] = set()
+    for p in plans:
+        if p.target == PACKET and p.device:
+            need.add((p.device, socket.AF_INET6 if ":" in p.child.local_host else socket.AF_INET))
+    out = []
+    for dev, fam in sorted(need, key=lambda x: (x[0].ifindex, x[1])):
+        any_addr = "::" if fam == socket.AF_INET6 else "0.0.0.0"
+        for port in cfg.ike_ports:
+            for d, kw in ((c.XFRM_POLICY_OUT, {"sport": port, "sport_mask": 0xFFFF}), (c.XFRM_POLICY_IN, {"dport": port, "dport_mask": 0xFFFF})):
+                sel = Selector(fam, any_addr, any_addr, 0, 0, proto=c.IPPROTO_UDP, ifindex=dev.ifindex, user=AGENT_TAG, **kw)
+                out.append(XfrmPolicy(sel, d, cfg.bypass_priority, offload=Offload(dev.ifindex, c.XFRM_OFFLOAD_PACKET)))
+    return tuple(out)
+
+
+def policy_key(p: XfrmPolicy) -> tuple:
+    """The kernel's identity of a policy (selector, dir, mark, if_id)."""
+    return (p.sel, p.dir, p.mark, p.if_id)
+
+
+def plan(children: list[ChildSA], cfg: Config, view: KernelView) -> Plan:
+    clashes = reqid_clashes(children)
+    plans = [plan_child(ch, cfg, view, clashes.get(ch.key)) for ch in children]
+    # second pass: a packet twin must not hide a software policy charon prefers
+    packet_reqids = {p.child.reqid for p in plans if p.target == PACKET}
+    for i, p in enumerate(plans):
+        if p.target != PACKET:
+            continue
+        for sw in _charon_policies(view, p.child.reqid):
+            q = _shadowed(view, sw, packet_reqids)
+            if q is not None:
+                plans[i] = p.fallback(f"offloading would hide {q.describe()}, which charon ranks above this CHILD_SA")
+                break
+    bypasses = _bypasses(cfg, plans)
+    wanted = {policy_key(x) for x in bypasses} | {policy_key(x) for p in plans for x in p.policies}
+    # policies of children still pending or kept are not stale: they may still be needed
+    keep_reqids = {p.child.reqid for p in plans if p.target in (PENDING,)}
+    stale = tuple(
+        p
+        for p in view.policies
+        if is_agent_policy(p) and policy_key(p) not in wanted and not any(t.reqid in keep_reqids for t in p.templates)
+    )
+    return Plan(tuple(plans), bypasses, stale)
+
+
+def state_changes(p: ChildPlan, seq_margin: int) -> list[tuple[XfrmState, XfrmState]]:
+    """(current, replacement) for each of the child's states whose offload must change."""
+    if p.target not in (PACKET, CRYPTO, SOFTWARE):
+        return []
+    out = []
+    for cur, inbound in ((p.state_out, False), (p.state_in, True)):
+        if cur is None:
+            continue
+        want = offload_for(p.target, p.device, inbound)
+        if not state_matches(cur, want):
+            out.append((cur, moved_state(cur, want, not inbound, seq_margin)))
+    return out
+

@@ -1,0 +1,260 @@
+"""Apply a plan to the kernel, never losing a CHILD_SA, and record what happened.
+
+A state moves by DELSA+NEWSA of the same SPI in one netlink batch (the kernel
+allows neither two states with one SPI nor adding offload by UPDSA). Before a
+move, a probe state with a random SPI and key asks the device whether it takes
+this SA, so a refusal never touches charon's SA. If the move itself fails,
+the original state is put back at once and the child goes to its fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field, replace
+
+from . import planner as pl
+from .backend import AddPolicy, AddState, Backend, DelPolicy, DelState, Op, random_spi
+from .capability import KernelCaps
+from .config import Config
+from .model import ChildSA
+from .xfrm.netlink import XfrmError
+from .xfrm.objects import LifetimeCur, Secret, XfrmPolicy, XfrmState
+
+log = logging.getLogger("swan_offload.reconciler")
+
+
+@dataclass
+class Outcome:
+    """What the agent last did for one CHILD_SA; status and metrics read this."""
+
+    label: str
+    ike: str
+    child: str
+    uniqueid: int
+    reqid: int
+    spi_in: int
+    spi_out: int
+    mode: str  # packet | crypto | software | keep | off | native | pending
+    device: str | None
+    reason: str
+    since: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict:
+        return {
+            "ike": self.ike,
+            "child": self.child,
+            "uniqueid": self.uniqueid,
+            "reqid": self.reqid,
+            "spi_in": f"{self.spi_in:08x}",
+            "spi_out": f"{self.spi_out:08x}",
+            "mode": self.mode,
+            "device": self.device,
+            "reason": self.reason,
+            "since": round(self.since, 3),
+        }
+
+
+def probe_state(st: XfrmState) -> XfrmState:
+    """A throwaway twin of ``st``: random SPI and key, same algorithm and offload."""
+
+    def rnd(a):  # type: ignore[no-untyped-def]
+        return replace(a, key=Secret(os.urandom(len(a.key)))) if a is not None else None
+
+    return replace(st, spi=random_spi(), aead=rnd(st.aead), crypt=rnd(st.crypt), auth=rnd(st.auth), curlft=LifetimeCur())
+
+
+class Reconciler:
+    def __init__(self, backend: Backend, cfg: Config, caps: KernelCaps) -> None:
+        self.backend = backend
+        self.cfg = cfg
+        self.caps = caps
+        self.outcomes: dict[tuple[str, int], Outcome] = {}
+        self.refusing: dict[int, str] = {}  # ifindex -> why packet offload is refused
+        self.crypto_refusing: dict[int, str] = {}
+        self.refused: dict[tuple[str, int], str] = {}  # child -> why the device refused its SA
+        self.runs = 0
+        self.last_plan: pl.Plan | None = None
+
+    # ------------------------------------------------------------ reading
+
+    def view(self) -> pl.KernelView:
+        addrs, names = self.backend.devices()
+        return pl.KernelView.build(
+            self.backend.dump_states(),
+            self.backend.dump_policies(),
+            packet_offload=self.caps.packet_offload,
+            packet_offload_reason=self.caps.reason,
+            addresses=addrs,
+            devices=names,
+            refusing_devices=dict(self.refusing),
+            crypto_refusing=dict(self.crypto_refusing),
+        )
+
+    def plan(self, children: list[ChildSA]) -> pl.Plan:
+        return pl.plan(children, self.cfg, self.view())
+
+    # ------------------------------------------------------------ applying
+
+    def reconcile(self, children: list[ChildSA]) -> pl.Plan:
+        """Bring the kernel to the plan for ``children``; returns the plan that was applied."""
+        self.runs += 1
+        plan = self.plan(children)
+        if self._ensure_bypasses(plan):
+            plan = self.plan(children)  # a device refused: its children go to their fallbacks
+        for cp in plan.children:
+            self._apply_child(cp, plan)
+        stale = [DelPolicy(p.id, "remove " + p.describe()) for p in plan.stale_policies if not self._owned_by_child(p, plan)]
+        self._log_errors(self.backend.apply(stale), "remove stale policy")
+        for p in stale:
+            log.info("retired %s", p.what)
+        live = {cp.child.key for cp in plan.children}
+        for memo in (self.outcomes, self.refused):
+            for k in [k for k in memo if k not in live]:
+                del memo[k]
+        self.last_plan = plan
+        return plan
+
+    @staticmethod
+    def _owned_by_child(p: XfrmPolicy, plan: pl.Plan) -> bool:
+        """Stale policies of a planned child are removed in that child's own batch."""
+        reqids = {cp.child.reqid for cp in plan.children if cp.target not in (pl.PENDING,)}
+        return bool(p.templates) and all(t.reqid in reqids for t in p.templates)
+
+    def _ensure_bypasses(self, plan: pl.Plan) -> bool:
+        """Install missing IKE bypasses; a device that refuses them is remembered. True if one did."""
+        have = {pl.policy_key(p) for p in self.backend.dump_policies()}
+        missing = [p for p in plan.bypasses if pl.policy_key(p) not in have]
+        refused = False
+        for p, err in zip(missing, self.backend.apply([AddPolicy(p) for p in missing])):
+            if err is None:
+                log.info("installed IKE bypass %s", p.describe())
+                continue
+            assert p.offload is not None
+            if p.offload.ifindex not in self.refusing:
+                log.warning("device #%d refuses packet offload: %s", p.offload.ifindex, err.reason)
+            self.refusing[p.offload.ifindex] = f"device refuses packet-offloaded policies: {err.reason}"
+            refused = True
+        return refused
+
+    def _record(self, cp: pl.ChildPlan, mode: str, reason: str) -> None:
+        ch = cp.child
+        prev = self.outcomes.get(ch.key)
+        dev = cp.device.name if cp.device and mode in (pl.PACKET, pl.CRYPTO) else None
+        if prev and (prev.mode, prev.device, prev.reason) == (mode, dev, reason):
+            return
+        self.outcomes[ch.key] = Outcome(ch.label, ch.ike_name, ch.name, ch.uniqueid, ch.reqid, ch.spi_in, ch.spi_out, mode, dev, reason)
+        if mode in (pl.PACKET, pl.CRYPTO):
+            log.info("%s reqid %d: %s offload on %s%s", ch.label, ch.reqid, mode, dev, f" ({reason})" if reason else "")
+        elif mode != pl.PENDING:
+            log.info("%s reqid %d: %s%s", ch.label, ch.reqid, mode, f": {reason}" if reason else "")
+
+    def _apply_child(self, cp: pl.ChildPlan, plan: pl.Plan) -> None:
+        if cp.target in (pl.OFF, pl.NATIVE, pl.PENDING, pl.KEEP):
+            self._record(cp, cp.target, cp.reason)
+            return
+        if cp.target == pl.PACKET:
+            # a refusal is remembered for this CHILD_SA: probing again would only repeat it
+            err = self.refused.get(cp.child.key) or self._move(cp, plan)
+            if err is None:
+                self._record(cp, pl.PACKET, "")
+                return
+            self.refused[cp.child.key] = err
+            cp = cp.fallback(f"packet offload refused: {err}")
+            log.warning("%s reqid %d: %s; fallback %s", cp.child.label, cp.child.reqid, cp.reason, cp.target)
+            if cp.target == pl.KEEP:
+                self._move(replace(cp, target=pl.KEEP), plan)  # only drops agent policies
+                self._record(cp, pl.KEEP, cp.reason)
+                return
+        if cp.target == pl.CRYPTO:
+            err = self._move(cp, plan)
+            if err is None:
+                self._record(cp, pl.CRYPTO, cp.reason)
+                return
+            cp = replace(cp, target=pl.SOFTWARE, reason=f"{cp.reason}; crypto offload refused: {err}")
+        err = self._move(cp, plan)
+        self._record(cp, pl.SOFTWARE if err is None else pl.KEEP, cp.reason if err is None else f"{cp.reason}; {err}")
+
+    def _probe(self, changes: list[tuple[XfrmState, XfrmState]]) -> str | None:
+        """Ask the device about each replacement with a throwaway state. Returns a refusal text."""
+        for _cur, new in changes:
+            if new.offload is None:
+                continue
+            pr = probe_state(new)
+            err = self.backend.apply([AddState(pr)])[0]
+            if err is not None:
+                return err.reason
+            got = self.backend.get_state(pr.id)
+            self.backend.apply([DelState(pr.id, "delete offload probe state")])
+            if got is not None and got.offload is None:
+                reason = "device accepted the request but did not offload (no offload support)"
+                if not new.offload.packet:
+                    self.crypto_refusing[new.offload.ifindex] = reason
+                return reason
+        return None
+
+    def _move(self, cp: pl.ChildPlan, plan: pl.Plan) -> str | None:
+        """Move the child's states to the planned offload and set its policies. Returns a refusal text."""
+        target_keys = {pl.policy_key(p) for p in cp.policies}
+        drop = [
+            DelPolicy(p.id, "remove " + p.describe())
+            for p in plan.stale_policies
+            if any(t.reqid == cp.child.reqid for t in p.templates) and pl.policy_key(p) not in target_keys
+        ]
+        have = {pl.policy_key(p) for p in self.backend.dump_policies()} if cp.policies else set()
+        add = [AddPolicy(p) for p in cp.policies if pl.policy_key(p) not in have]
+        changes = pl.state_changes(cp, self.cfg.seq_margin) if cp.target != pl.KEEP else []
+        fresh: list[tuple[XfrmState, XfrmState, bool]] = []
+        if changes:
+            refusal = self._probe(changes)
+            if refusal:
+                if drop:
+                    self._log_errors(self.backend.apply(drop), "remove policy")  # type: ignore[arg-type]
+                return refusal
+            # read again just before the swap: counters and sequence numbers moved on
+            for cur, new in changes:
+                now = self.backend.get_state(cur.id)
+                if now is None:
+                    return "state disappeared before the move (charon deleted it)"
+                outbound = cp.state_out is not None and cur.id == cp.state_out.id
+                fresh.append((now, pl.moved_state(now, new.offload, outbound, self.cfg.seq_margin), outbound))
+        ops: list[Op] = list(drop)
+        for cur, new, _ in fresh:
+            ops += [DelState(cur.id, "remove " + cur.describe()), AddState(new)]
+        ops += add
+        if not ops:
+            return None
+        errs = self.backend.apply(ops)
+        if not any(errs):
+            return None
+        return self._undo(ops, errs, fresh)
+
+    def _undo(self, ops: list[Op], errs: list[XfrmError | None], changes: list[tuple[XfrmState, XfrmState, bool]]) -> str:
+        """Put charon's states back as they were and remove policies added in the failed batch."""
+        first = next(e for e in errs if e is not None)
+        repair: list[Op] = []
+        moved = {new.id: (cur, new, outbound) for cur, new, outbound in changes}
+        for op, err in zip(ops, errs):
+            if isinstance(op, AddPolicy) and err is None:
+                repair.append(DelPolicy(op.policy.id, "undo " + op.policy.describe()))
+        for i, (op, err) in enumerate(zip(ops, errs)):
+            if not isinstance(op, AddState) or errs[i - 1] is not None:
+                continue  # the original was never removed
+            cur, new, outbound = moved[op.state.id]
+            # the replacement may have carried traffic: continue from its counters, never repeat
+            live = new if err is None else cur
+            back = pl.moved_state(replace(cur, replay=live.replay, replay_esn=live.replay_esn), cur.offload, outbound, self.cfg.seq_margin)
+            if err is None:
+                repair.append(DelState(new.id, "undo " + new.describe()))
+            repair.append(AddState(back))
+        for op, err in zip(repair, self.backend.apply(repair)):
+            if err is not None:
+                log.error("could not restore after a refused move: %s", err)
+        return first.reason
+
+    @staticmethod
+    def _log_errors(errs: list[XfrmError | None], what: str) -> None:
+        for e in errs:
+            if e is not None and e.errno != 2:
+                log.warning("%s: %s", what, e)

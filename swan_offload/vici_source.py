@@ -1,0 +1,139 @@
+"""charon over VICI: one listening session in a thread, short command sessions for queries.
+
+A VICI session that listens cannot send commands, so queries (``version``,
+``list-sas``) use their own connection. When charon goes away the listener
+reconnects with exponential backoff and reports it; the daemon then resyncs
+from ``list-sas``, which is authoritative (events only say *when* to look).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import vici
+import vici.exception
+
+from .model import ChildSA, MalformedMessage, children_of
+
+log = logging.getLogger("swan_offload.vici")
+
+EVENTS = ["child-updown", "child-rekey", "ike-updown", "ike-rekey", "ike-update"]
+VICI_ERRORS = (OSError, vici.exception.SessionException, vici.exception.DeserializationException, vici.exception.CommandException)
+
+
+def _connect(path: str, timeout: float = 5.0) -> vici.Session:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+    except OSError:
+        s.close()
+        raise
+    s.settimeout(None)
+    return vici.Session(sock=s)
+
+
+def _close(sess: vici.Session) -> None:
+    try:
+        sess.transport.socket.close()
+    except OSError:
+        pass
+
+
+def version(path: str) -> dict[str, str]:
+    sess = _connect(path)
+    try:
+        return {k: v.decode(errors="replace") if isinstance(v, bytes) else str(v) for k, v in sess.version().items()}
+    finally:
+        _close(sess)
+
+
+def list_children(path: str, on_error: Callable[[str], None] | None = None) -> list[ChildSA]:
+    """Every CHILD_SA charon holds. A malformed IKE_SA entry is reported and skipped, not fatal."""
+    sess = _connect(path)
+    out: list[ChildSA] = []
+    try:
+        for ike in sess.list_sas():
+            try:
+                out.extend(children_of(ike))
+            except MalformedMessage as e:
+                (on_error or log.error)(f"list-sas: {e}")
+    finally:
+        _close(sess)
+    return out
+
+
+class Listener(threading.Thread):
+    """Puts ("connected"|"disconnected"|"event", payload) on ``q``; reconnects forever."""
+
+    def __init__(self, path: str, q: queue.Queue, max_backoff: float = 30.0, poll: float = 0.5) -> None:
+        super().__init__(name="vici-listener", daemon=True)
+        self.path = path
+        self.q = q
+        self.max_backoff = max_backoff
+        self.poll = poll
+        self.stopping = threading.Event()
+        self.connected = False
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self) -> None:
+        backoff = 0.25
+        while not self.stopping.is_set():
+            try:
+                sess = _connect(self.path)
+            except OSError as e:
+                self._down(f"cannot connect to {self.path}: {e.strerror or e}")
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            backoff = 0.25
+            try:
+                self._listen(sess)
+            except VICI_ERRORS as e:
+                self._down(f"VICI session lost: {e}")
+            finally:
+                _close(sess)
+
+    def _listen(self, sess: vici.Session) -> None:
+        gen = sess.listen(EVENTS, timeout=self.poll)
+        for label, msg in gen:
+            if not self.connected:
+                self.connected = True
+                self.q.put(("connected", None))
+            if self.stopping.is_set():
+                gen.close()
+                return
+            if label is None:
+                continue
+            self.q.put(("event", (label.decode(errors="replace") if isinstance(label, bytes) else str(label), msg)))
+
+    def _down(self, why: str) -> None:
+        if self.connected:
+            self.connected = False
+            self.q.put(("disconnected", why))
+        elif not getattr(self, "_said", None) == why:
+            log.debug(why)
+        self._said = why
+
+
+def describe_event(name: str, msg: Any) -> str:
+    """A log line for an event: names and SPIs only, never anything else."""
+    try:
+        parts = []
+        for ike, sec in msg.items():
+            if not isinstance(sec, dict):
+                continue
+            for cname in (sec.get("child-sas") or {}):
+                parts.append(f"{ike}/{cname}")
+            if not sec.get("child-sas"):
+                parts.append(ike)
+        return f"{name} {' '.join(parts)}".strip()
+    except AttributeError:
+        return name

@@ -1,0 +1,219 @@
+"""A small synchronous XFRM netlink socket.
+
+pyroute2 (0.9) gives the message classes; the transport is a plain socket so
+that a batch of requests leaves in one ``sendmsg`` (the kernel then handles
+them back to back), every request gets its own ack, and no asyncio loop is
+needed in the daemon's threads. Extended acks are on, so kernel refusals carry
+the kernel's own text.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+import select
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import constants as c
+from .messages import MESSAGE_CLASSES
+
+SOL_NETLINK = 270
+NETLINK_ADD_MEMBERSHIP = 1
+NETLINK_CAP_ACK = 10
+NETLINK_EXT_ACK = 11
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+NLM_F_DUMP = 0x300
+NLM_F_CAPPED = 0x100
+NLM_F_ACK_TLVS = 0x200
+NLMSGERR_ATTR_MSG = 1
+NLMSGERR_ATTR_OFFS = 2
+_HDR = struct.Struct("=IHHII")
+
+
+class XfrmError(OSError):
+    """A kernel refusal: errno, the extended-ack text, and which request (no keys)."""
+
+    def __init__(self, err: int, ext_ack: str | None, what: str = "") -> None:
+        self.ext_ack = ext_ack or None
+        self.what = what
+        text = os.strerror(err)
+        if ext_ack:
+            text = f"{text}: {ext_ack}"
+        super().__init__(err, f"{what}: {text}" if what else text)
+
+    @property
+    def reason(self) -> str:
+        """What an operator should read: the kernel's text, else the errno text."""
+        return self.ext_ack or os.strerror(self.errno or 0)
+
+
+@dataclass
+class Request:
+    """One message in a batch. ``what`` describes it in errors and logs."""
+
+    msg_type: int
+    msg: Any
+    flags: int = NLM_F_REQUEST | NLM_F_ACK
+    what: str = ""
+
+
+@dataclass
+class Reply:
+    error: XfrmError | None = None
+    messages: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def parse_error(data: bytes, flags: int) -> tuple[int, str | None]:
+    """Decode an NLMSG_ERROR payload: (positive errno or 0, ext-ack text)."""
+    (err,) = struct.unpack_from("=i", data, 0)
+    off = 4
+    if len(data) >= off + _HDR.size:
+        olen = _HDR.unpack_from(data, off)[0]
+        off += _HDR.size if flags & NLM_F_CAPPED else max(olen, _HDR.size)
+    text = None
+    if flags & NLM_F_ACK_TLVS:
+        while off + 4 <= len(data):
+            alen, atype = struct.unpack_from("=HH", data, off)
+            if alen < 4:
+                break
+            if atype == NLMSGERR_ATTR_MSG:
+                text = data[off + 4 : off + alen].split(b"\0", 1)[0].decode(errors="replace")
+            off += (alen + 3) & ~3
+    return -err, text
+
+
+def decode_messages(data: bytes) -> Iterator[tuple[int, int, int, int, Any]]:
+    """Yield (type, flags, seq, port, decoded message or raw bytes) for each message of a datagram."""
+    off = 0
+    while off + _HDR.size <= len(data):
+        length, mtype, flags, seq, pid = _HDR.unpack_from(data, off)
+        if length < _HDR.size or off + length > len(data):
+            break
+        chunk = data[off : off + length]
+        cls = MESSAGE_CLASSES.get(mtype)
+        if cls is not None:
+            msg = cls(chunk)
+            msg.decode()
+            yield mtype, flags, seq, pid, msg
+        else:
+            yield mtype, flags, seq, pid, chunk[_HDR.size :]
+        off += (length + 3) & ~3
+
+
+class XfrmSocket:
+    """Request/response XFRM socket; with ``groups`` it is a monitor instead."""
+
+    RECV_SIZE = 1 << 20
+
+    def __init__(self, groups: tuple[int, ...] = (), netns: str | None = None) -> None:
+        if netns:
+            from pyroute2 import netns as _netns
+
+            self.sock = _netns.create_socket(netns, socket.AF_NETLINK, socket.SOCK_RAW, c.NETLINK_XFRM)
+        else:
+            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, c.NETLINK_XFRM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+        self.sock.bind((0, 0))
+        for g in groups:
+            self.sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, g)
+        self._seq = 1
+        self._lock = threading.Lock()
+        self.port = self.sock.getsockname()[0]
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def __enter__(self) -> XfrmSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ requests
+
+    def batch(self, requests: list[Request], timeout: float = 10.0) -> list[Reply]:
+        """Send all requests in one datagram; return one Reply per request, in order."""
+        if not requests:
+            return []
+        with self._lock:
+            buf = bytearray()
+            seqs = []
+            for r in requests:
+                seq = self._seq
+                self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
+                r.msg["header"] = {"type": r.msg_type, "flags": r.flags, "sequence_number": seq, "pid": self.port}
+                r.msg.encode()
+                raw = bytes(r.msg.data)
+                buf += raw + b"\0" * ((-len(raw)) % 4)
+                seqs.append(seq)
+            self.sock.send(bytes(buf))
+            replies = {s: Reply() for s in seqs}
+            pending = set(seqs)
+            while pending:
+                ready, _, _ = select.select([self.sock], [], [], timeout)
+                if not ready:
+                    raise XfrmError(errno_mod.ETIMEDOUT, "no answer from the kernel", requests[0].what)
+                data = self.sock.recv(self.RECV_SIZE)
+                for mtype, flags, seq, _pid, msg in decode_messages(data):
+                    if seq not in replies:
+                        continue
+                    if mtype == NLMSG_ERROR:
+                        err, text = parse_error(msg, flags)
+                        if err:
+                            what = requests[seqs.index(seq)].what
+                            replies[seq].error = XfrmError(err, text, what)
+                        pending.discard(seq)
+                    elif mtype == NLMSG_DONE:
+                        pending.discard(seq)
+                    else:
+                        replies[seq].messages.append(msg)
+            return [replies[s] for s in seqs]
+
+    def request(self, req: Request) -> list:
+        reply = self.batch([req])[0]
+        if reply.error:
+            raise reply.error
+        return reply.messages
+
+    def dump(self, msg_type: int, msg: Any, what: str = "dump") -> list:
+        return self.request(Request(msg_type, msg, NLM_F_REQUEST | NLM_F_DUMP, what))
+
+    # ------------------------------------------------------------ monitor
+
+    def events(self, timeout: float | None = None) -> Iterator[tuple[int, int, Any]]:
+        """Yield (type, sender port, message) from the joined groups until ``timeout`` passes idle.
+
+        The kernel stamps a notification with the port id of the request that caused
+        it, so a listener can tell its own changes from charon's.
+        """
+        while True:
+            ready, _, _ = select.select([self.sock], [], [], timeout)
+            if not ready:
+                return
+            try:
+                data = self.sock.recv(self.RECV_SIZE)
+            except OSError as e:
+                if e.errno == errno_mod.ENOBUFS:
+                    # the kernel dropped notifications: tell the caller to resync
+                    yield (-errno_mod.ENOBUFS, 0, None)
+                    continue
+                raise
+            for mtype, _flags, _seq, pid, msg in decode_messages(data):
+                yield mtype, pid, msg

@@ -1,0 +1,33 @@
+"""Shared fixtures: a private network namespace on the host kernel."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+
+import pytest
+
+
+def _netns_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to create a network namespace"
+    if not shutil.which("ip"):
+        return "iproute2 (ip) is not installed"
+    return None
+
+
+@pytest.fixture
+def netns():
+    """Name of a fresh network namespace, deleted afterwards (its XFRM objects go with it)."""
+    why = _netns_reason()
+    if why:
+        pytest.skip(why)
+    name = f"swoff-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
