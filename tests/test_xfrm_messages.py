@@ -137,7 +137,7 @@ def test_state_roundtrip_legacy_replay_and_crypt_auth():
 def test_policy_roundtrip_with_templates_and_offload():
     sel = o.Selector(socket.AF_INET6, "fd00:2::", "fd00:1::", 64, 64, user=0x73776F66)
     t1 = o.Template("2001:db8::2", 0, c.IPPROTO_ESP, socket.AF_INET6, "2001:db8::1", 7, c.XFRM_MODE_TUNNEL)
-    t2 = o.Template("", 0, 108, socket.AF_INET6, "", 7, c.XFRM_MODE_TRANSPORT, optional=1)
+    t2 = o.Template("::", 0, 108, socket.AF_INET6, "::", 7, c.XFRM_MODE_TRANSPORT, optional=1)
     pol = o.XfrmPolicy(sel, c.XFRM_POLICY_OUT, 1234, index=0, templates=(t1, t2), mark=o.Mark(1, 3), if_id=4,
                        offload=o.Offload(2, c.XFRM_OFFLOAD_PACKET))
     dec, raw = roundtrip(o.policy_to_msg(pol), m.xfrm_userpolicy_info_msg, c.XFRM_MSG_NEWPOLICY)

@@ -103,7 +103,7 @@ class Selector:
         return self.src_net.overlaps(other.src_net) and self.dst_net.overlaps(other.dst_net)
 
     def describe(self) -> str:
-        s = f"{self.src_net} -> {self.dst_net}"
+        s = f"{self.saddr}/{self.prefixlen_s} -> {self.daddr}/{self.prefixlen_d}"
         if self.proto:
             s += f" proto {self.proto}"
         if self.sport_mask:

@@ -1,0 +1,101 @@
+"""The netlink backend against this machine's real kernel, in a private network namespace.
+
+States need ESP, which this host kernel lacks: state installs are proven in the lab
+(tests/lab); here the kernel's refusal of them must reach the caller as its text.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+
+import pytest
+
+from swan_offload import capability
+from swan_offload.backend import AddPolicy, AddState, DelPolicy, NetlinkBackend
+from swan_offload.planner import AGENT_TAG
+from swan_offload.xfrm import constants as c
+from swan_offload.xfrm import objects as o
+
+pytestmark = pytest.mark.netns
+
+SEL = o.Selector(socket.AF_INET, "10.2.0.0", "10.1.0.0", 24, 24)
+TMPL = o.Template("192.0.2.2", 0, c.IPPROTO_ESP, socket.AF_INET, "192.0.2.1", 7, c.XFRM_MODE_TUNNEL)
+
+
+@pytest.fixture
+def backend(netns):
+    b = NetlinkBackend(netns)
+    yield b
+    b.close()
+
+
+def ip_xfrm_policy(netns: str) -> str:
+    return subprocess.run(["ip", "-n", netns, "xfrm", "policy"], check=True, capture_output=True, text=True).stdout
+
+
+def test_policy_install_dump_remove(backend, netns):
+    sw = o.XfrmPolicy(SEL, c.XFRM_POLICY_OUT, 375423, templates=(TMPL,))
+    tagged = sw.evolve(sel=o.Selector(**{**SEL.__dict__, "user": AGENT_TAG}), priority=55712)
+    fwd = sw.evolve(dir=c.XFRM_POLICY_FWD)
+    assert backend.apply([AddPolicy(sw), AddPolicy(tagged), AddPolicy(fwd)]) == [None, None, None]
+    got = {(p.dir, p.priority, p.sel.user): p for p in backend.dump_policies()}
+    assert set(got) == {(1, 375423, 0), (1, 55712, AGENT_TAG), (2, 375423, 0)}
+    assert got[(1, 55712, AGENT_TAG)].templates == (TMPL,)
+    # iproute2 reads the same objects independently
+    text = ip_xfrm_policy(netns)
+    assert "priority 55712" in text and "reqid 7" in text and "dir fwd" in text
+    # same selector without the tag is the same kernel identity: EEXIST
+    err = backend.apply([AddPolicy(sw)])[0]
+    assert err is not None and err.errno == 17
+    assert backend.apply([DelPolicy(tagged.id)]) == [None]
+    assert {p.sel.user for p in backend.dump_policies()} == {0}
+
+
+def test_batch_reports_each_result_in_order(backend):
+    ok = o.XfrmPolicy(SEL, c.XFRM_POLICY_IN, 100, templates=(TMPL,))
+    bad = ok.evolve(sel=o.Selector(socket.AF_INET, "10.2.0.0", "10.1.0.0", 64, 24))
+    errs = backend.apply([AddPolicy(ok), AddPolicy(bad), DelPolicy(ok.id)])
+    assert errs[0] is None and errs[2] is None
+    assert errs[1] is not None and errs[1].errno == 22
+    # the kernel's extended-ack text reaches the caller, naming the request without keys
+    assert errs[1].ext_ack and "prefix" in errs[1].ext_ack.lower()
+    assert "add policy" in str(errs[1])
+
+
+def test_state_refusal_carries_kernel_text(backend):
+    st = o.XfrmState(
+        SEL, "192.0.2.2", 0xC0000001, c.IPPROTO_ESP, "192.0.2.1", socket.AF_INET, c.XFRM_MODE_TUNNEL, 7,
+        aead=o.Algo("rfc4106(gcm(aes))", o.Secret(b"\x11" * 20), 160, icv_len=128),
+    )
+    err = backend.apply([AddState(st)])[0]
+    if err is None:
+        pytest.skip("this kernel has ESP with GCM: the refusal path is exercised in the lab")
+    assert err.ext_ack, f"kernel gave no text: {err}"
+    assert "11" * 20 not in str(err) and "11" * 20 not in repr(err)
+
+
+def test_capability_probe_agrees_with_kernel(backend):
+    caps = capability.probe(backend)
+    # ask the kernel directly, independently of the probe
+    pol = o.XfrmPolicy(SEL, c.XFRM_POLICY_OUT, 5, templates=(TMPL,), offload=o.Offload(1, c.XFRM_OFFLOAD_PACKET))
+    err = backend.apply([AddPolicy(pol)])[0]
+    if err is None:
+        stored = [p for p in backend.dump_policies() if p.sel == SEL]
+        assert caps.packet_offload == (stored[0].offload is not None)
+    else:
+        assert caps.packet_offload and err.ext_ack == "Policy offload is not supported"
+    # the probe left nothing behind
+    assert not [p for p in backend.dump_policies() if p.sel == capability.PROBE_SEL]
+    assert caps.reason
+
+
+def test_old_kernel_release_is_refused_without_asking(backend):
+    caps = capability.probe(backend, release="6.1.0-28-amd64")
+    assert not caps.packet_offload and "older than 6.2" in caps.reason
+
+
+def test_devices_map_addresses(backend, netns):
+    subprocess.run(["ip", "-n", netns, "addr", "add", "192.0.2.1/24", "dev", "lo"], check=True)
+    addrs, names = backend.devices()
+    assert addrs["192.0.2.1"].name == "lo" and names["lo"].ifindex == 1
