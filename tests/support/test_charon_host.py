@@ -12,7 +12,10 @@ from charon_host import SWANCTL_CONF, CharonPair, charon_available
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "data", "charon-5.9.8-events.json")
 available, reason = charon_available()
-needs_charon = pytest.mark.skipif(not available, reason=reason)
+
+
+def needs_charon(test):
+    return pytest.mark.charon(pytest.mark.skipif(not available, reason=reason)(test))
 
 
 def session(path):
