@@ -1,0 +1,204 @@
+"""The pure planner over a table of CHILD_SAs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from factories import ETH, child, charon_objects, view_for
+from swan_offload import config, planner as pl
+from swan_offload.xfrm import constants as c
+from swan_offload.xfrm import objects as o
+
+CFG = config.Config()
+
+
+def plan_one(ch, cfg=CFG, **kw):
+    view = view_for([ch], **kw)
+    return pl.plan([ch], cfg, view), view
+
+
+CASES = {
+    "ipv4 tunnel": child(),
+    "ipv6 tunnel": child(local="2001:db8::1", remote="2001:db8::2", lts=("fd00:1::/64",), rts=("fd00:2::/64",)),
+    "several selectors": child(lts=("10.1.0.0/24", "10.3.0.0/16"), rts=("10.2.0.0/24", "10.4.0.5/32")),
+    "transport": child(mode="TRANSPORT", lts=("192.0.2.1/32",), rts=("192.0.2.2/32",)),
+    "nat-t": child(encap=True),
+    "esn": child(esn=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_packet_plan_for_each_kind(name):
+    ch = CASES[name]
+    kw = {"esn": ch.esn, "encap": ch.encap}
+    p, view = plan_one(ch, **kw)
+    (cp,) = p.children
+    assert cp.target == pl.PACKET and cp.device == ETH and cp.reason == ""
+    n = len(ch.local_ts) * len(ch.remote_ts)
+    assert len(cp.policies) == 2 * n  # in + out; fwd stays in software
+    for hw in cp.policies:
+        assert hw.dir in (c.XFRM_POLICY_IN, c.XFRM_POLICY_OUT)
+        assert hw.offload == o.Offload(ETH.ifindex, c.XFRM_OFFLOAD_PACKET)
+        assert [t.reqid for t in hw.templates] == [ch.reqid]
+        assert hw.sel.user == pl.AGENT_TAG
+        # below every software policy charon installed
+        assert hw.priority < min(x.priority for x in view.policies)
+    # state moves: out packet, in packet|inbound, same SPIs, keys untouched
+    changes = pl.state_changes(cp, CFG.seq_margin)
+    flags = {new.spi: new.offload.flags for _cur, new in changes}
+    assert flags == {ch.spi_out: c.XFRM_OFFLOAD_PACKET, ch.spi_in: c.XFRM_OFFLOAD_PACKET | c.XFRM_OFFLOAD_INBOUND}
+    for cur, new in changes:
+        assert new.aead == cur.aead and new.reqid == cur.reqid and new.encap == cur.encap
+        assert new.curlft == cur.curlft  # counters and add_time carried: lifetimes keep counting
+
+
+def test_relative_order_of_charon_priorities_is_kept():
+    ch = child(lts=("10.1.0.0/16", "10.1.2.0/24"), rts=("10.2.0.0/24", "10.2.0.7/32"))
+    p, view = plan_one(ch)
+    sw = {(x.sel, x.dir): x.priority for x in view.policies if x.dir != c.XFRM_POLICY_FWD}
+    hw = {(dataclasses.replace(x.sel, user=0), x.dir): x.priority for x in p.children[0].policies}
+    keys = list(sw)
+    for a in keys:
+        for b in keys:
+            if sw[a] < sw[b]:
+                assert hw[a] < hw[b]
+
+
+def test_outbound_sequence_jumps_ahead_inbound_window_kept():
+    p, _ = plan_one(child())
+    changes = {new.spi: (cur, new) for cur, new in pl.state_changes(p.children[0], 1000)}
+    cur, new = changes[0xC1000001]
+    assert new.replay.oseq == cur.replay.oseq + 1000
+    cur, new = changes[0xC0000001]
+    assert new.replay == cur.replay
+
+
+def test_esn_sequence_carries_into_high_bits():
+    p, _ = plan_one(child(esn=True), esn=True)
+    cur, new = next((cu, n) for cu, n in pl.state_changes(p.children[0], 0x100) if n.spi == 0xC1000001)
+    assert (new.replay_esn.oseq_hi, new.replay_esn.oseq) == (1, 0xF0)
+
+
+def test_marks_and_if_id_follow_into_hw_policies():
+    ch = child()
+    p, _ = plan_one(ch, mark=o.Mark(0x2A, 0xFF), if_id=7)
+    for hw in p.children[0].policies:
+        assert hw.mark == o.Mark(0x2A, 0xFF) and hw.if_id == 7
+
+
+def test_reqid_zero_goes_to_fallback():
+    p, _ = plan_one(child(reqid=0))
+    cp = p.children[0]
+    assert cp.target == pl.CRYPTO and "reqid 0" in cp.reason and not cp.policies
+
+
+def test_static_reqid_shared_by_different_selectors_is_refused():
+    a = child(name="a", uniqueid=1, reqid=5)
+    b = child(name="b", uniqueid=2, reqid=5, spi_in=0xC0000002, spi_out=0xC1000002, rts=("10.9.0.0/24",))
+    view = view_for([a, b])
+    p = pl.plan([a, b], CFG, view)
+    for cp in p.children:
+        assert cp.target != pl.PACKET and "reqid 5 is shared" in cp.reason and "gw/a" in cp.reason
+    # same selectors (a rekey, or a duplicate) may share a reqid
+    b2 = dataclasses.replace(b, remote_ts=a.remote_ts)
+    assert all(cp.target == pl.PACKET for cp in pl.plan([a, b2], CFG, view_for([a, b2])).children)
+
+
+def test_kernel_without_packet_offload_uses_fallback_with_reason():
+    ch = child()
+    view = view_for([ch])
+    view.packet_offload, view.packet_offload_reason = False, "kernel 6.1 is older than 6.2"
+    (cp,) = pl.plan([ch], CFG, view).children
+    assert cp.target == pl.CRYPTO and cp.reason == "kernel 6.1 is older than 6.2"
+
+
+@pytest.mark.parametrize("fallback,target", [("crypto", pl.CRYPTO), ("software", pl.SOFTWARE), ("keep", pl.KEEP)])
+def test_configured_fallbacks(fallback, target):
+    cfg = config.parse(f'[[rule]]\nmatch = "*"\nfallback = "{fallback}"\n')
+    ch = child(reqid=0)
+    (cp,) = pl.plan([ch], cfg, view_for([ch])).children
+    assert cp.target == target
+
+
+def test_rules_by_name_mode_and_interface():
+    cfg = config.parse('[[rule]]\nmatch = "gw/off*"\nmode = "off"\n[[rule]]\nmatch = "cr*"\nmode = "crypto"\n'
+                       '[[rule]]\nmatch = "*"\ninterface = "eth9"\n')
+    off, cr, other = child(name="offme"), child(name="crx", reqid=2, spi_in=2, spi_out=3), child(name="x", reqid=3, spi_in=4, spi_out=5)
+    view = view_for([off, cr, other])
+    t = {cp.child.name: cp for cp in pl.plan([off, cr, other], cfg, view).children}
+    assert t["offme"].target == pl.OFF
+    assert t["crx"].target == pl.CRYPTO
+    assert t["x"].target == pl.SOFTWARE and "interface eth9 does not exist" in t["x"].reason
+
+
+def test_child_without_policies_is_not_packet_offloaded():
+    ch = child()
+    view = view_for([ch])
+    view.policies = []
+    (cp,) = pl.plan([ch], CFG, view).children
+    assert cp.target == pl.CRYPTO and "no policies" in cp.reason
+
+
+def test_pending_when_states_not_installed():
+    ch = child()
+    view = view_for([ch])
+    view.states = {}
+    (cp,) = pl.plan([ch], CFG, view).children
+    assert cp.target == pl.PENDING
+
+
+def test_custom_priority_outside_charon_range_refused():
+    ch = child()
+    view = view_for([ch])
+    view.policies = [x.evolve(priority=10) for x in view.policies]
+    (cp,) = pl.plan([ch], CFG, view).children
+    assert cp.target == pl.CRYPTO and "priority 10" in cp.reason
+
+
+def test_more_specific_software_policy_would_be_hidden():
+    ch = child()
+    view = view_for([ch])
+    # a passthrough for one host inside the tunnel's range, ranked above by charon
+    sel = o.Selector(2, "10.2.0.9", "10.1.0.0", 32, 24)
+    view.policies.append(o.XfrmPolicy(sel, c.XFRM_POLICY_OUT, 200000 - 56 * 512 - 1))
+    (cp,) = pl.plan([ch], CFG, view).children
+    assert cp.target == pl.CRYPTO and "would hide" in cp.reason and "10.2.0.9/32" in cp.reason
+
+
+def test_native_offload_left_alone():
+    ch = child()
+    view = view_for([ch])
+    for k, st in list(view.states.items()):
+        inbound = st.daddr == ch.local_host
+        view.states[k] = st.evolve(offload=o.Offload(2, 4 | (2 if inbound else 0)))
+    (cp,) = pl.plan([ch], CFG, view).children
+    assert cp.target == pl.NATIVE and not pl.state_changes(cp, 0)
+
+
+def test_bypasses_per_device_and_family_above_ipsec():
+    a = child()
+    b = child(name="v6", reqid=2, spi_in=7, spi_out=8, local="2001:db8::1", remote="2001:db8::2", lts=("fd00:1::/64",), rts=("fd00:2::/64",))
+    view = view_for([a, b])
+    p = pl.plan([a, b], CFG, view)
+    assert len(p.bypasses) == 2 * 2 * 2  # families x ports x directions
+    top = min(x.priority for cp in p.children for x in cp.policies)
+    for bp in p.bypasses:
+        assert bp.priority < top and bp.sel.proto == c.IPPROTO_UDP and not bp.templates
+        assert bp.offload == o.Offload(ETH.ifindex, c.XFRM_OFFLOAD_PACKET)
+        port = bp.sel.sport if bp.dir == c.XFRM_POLICY_OUT else bp.sel.dport
+        assert port in (500, 4500)
+
+
+def test_stale_agent_policies_when_child_is_gone():
+    ch = child()
+    p, view = plan_one(ch)
+    installed = list(p.children[0].policies) + list(p.bypasses)
+    _, charon_pols = charon_objects(ch)
+    gone = pl.KernelView.build([], installed, addresses=view.addresses, devices=view.devices)
+    after = pl.plan([], CFG, gone)
+    assert set(map(pl.policy_key, after.stale_policies)) == set(map(pl.policy_key, installed))
+    # charon's own policies are never stale for the agent
+    again = pl.KernelView.build([], installed + charon_pols, addresses=view.addresses, devices=view.devices)
+    assert all(x.sel.user == pl.AGENT_TAG for x in pl.plan([], CFG, again).stale_policies)

@@ -1,0 +1,141 @@
+"""The reconciler on the in-memory kernel: moves, refusals, restores, cleanup, idempotence."""
+
+from __future__ import annotations
+
+import errno
+import logging
+
+from factories import ETH, KEY, charon_objects, child
+from swan_offload import config, planner as pl
+from swan_offload.backend import AddPolicy, AddState, MemoryBackend
+from swan_offload.capability import KernelCaps
+from swan_offload.reconciler import Reconciler
+from swan_offload.xfrm import constants as c
+from swan_offload.xfrm.netlink import XfrmError
+
+CAPS = KernelCaps(True, "test kernel has packet offload", "6.12.0")
+
+
+def kernel_with(children, refuse=None, cls=MemoryBackend):
+    k = cls(refuse)
+    for ch in children:
+        states, policies = charon_objects(ch)
+        for s in states:
+            k.states[(s.daddr, s.spi, s.proto)] = s
+        for p in policies:
+            k.policies[(p.sel, p.dir, p.mark, p.if_id)] = p
+        k.addresses[ch.local_host] = ETH
+    k.names[ETH.name] = ETH
+    return k
+
+
+def mutations(k: MemoryBackend) -> list:
+    return [op for b in k.batches for op in b if isinstance(op, (AddState, AddPolicy)) or type(op).__name__.startswith("Del")]
+
+
+def offloads(k):
+    return {spi: (s.offload.flags if s.offload else None) for (_d, spi, _p), s in k.states.items()}
+
+
+def test_move_to_packet_then_nothing_to_do():
+    ch = child()
+    k = kernel_with([ch])
+    r = Reconciler(k, config.Config(), CAPS)
+    r.reconcile([ch])
+    assert offloads(k) == {ch.spi_out: c.XFRM_OFFLOAD_PACKET, ch.spi_in: c.XFRM_OFFLOAD_PACKET | c.XFRM_OFFLOAD_INBOUND}
+    mine = [p for p in k.policies.values() if pl.is_agent_policy(p)]
+    assert len(mine) == 2 + 4  # in/out + IKE bypasses (2 ports x 2 dirs)
+    assert r.outcomes[ch.key].mode == "packet" and r.outcomes[ch.key].device == "eth0"
+    # the swap of each state was one batch: delete and add of the same SPI side by side
+    swap = next(b for b in k.batches if any(isinstance(op, AddState) and op.state.spi == ch.spi_out and op.state.offload for op in b))
+    kinds = [type(op).__name__ for op in swap]
+    assert kinds.count("DelState") == 2 and kinds.count("AddState") == 2 and kinds.count("AddPolicy") == 2
+    # a second run (as after a restart) changes nothing
+    k.batches.clear()
+    r2 = Reconciler(k, config.Config(), CAPS)
+    r2.reconcile([ch])
+    assert mutations(k) == []
+    assert r2.outcomes[ch.key].mode == "packet"
+
+
+def test_device_refusing_packet_goes_to_crypto_with_reason():
+    ch = child()
+    k = kernel_with([ch], refuse={ETH.ifindex: "Device failed to offload this policy"})
+    r = Reconciler(k, config.Config(), CAPS)
+    r.reconcile([ch])
+    out = r.outcomes[ch.key]
+    assert out.mode == "crypto" and "Device failed to offload this policy" in out.reason
+    assert offloads(k) == {ch.spi_out: 0, ch.spi_in: c.XFRM_OFFLOAD_INBOUND}
+    assert not [p for p in k.policies.values() if pl.is_agent_policy(p)]
+
+
+class FailingSwap(MemoryBackend):
+    """Accepts probes but refuses the real packet state: the move must be undone at once."""
+
+    def _one(self, op):
+        if isinstance(op, AddState) and op.state.offload and op.state.offload.packet and op.state.spi >= 0xC0000000:
+            if op.state.daddr == "192.0.2.1":  # the inbound one, after the outbound went through
+                return XfrmError(errno.ENOSPC, "Device failed to offload this state", "add state")
+        return super()._one(op)
+
+
+def test_refused_move_restores_charon_state_and_falls_back():
+    ch = child()
+    k = kernel_with([ch], cls=FailingSwap)
+    before = {spi: s for (_d, spi, _p), s in k.states.items()}
+    cfg = config.parse('[[rule]]\nfallback = "software"\n')
+    r = Reconciler(k, cfg, CAPS)
+    r.reconcile([ch])
+    after = {spi: s for (_d, spi, _p), s in k.states.items()}
+    assert set(after) == set(before)  # nothing lost
+    for spi, st in after.items():
+        assert st.offload is None and st.aead == before[spi].aead
+    # the outbound SA had been live in hardware: its sequence never goes back
+    assert after[ch.spi_out].replay.oseq > before[ch.spi_out].replay.oseq
+    assert not [p for p in k.policies.values() if pl.is_agent_policy(p) and p.templates]
+    out = r.outcomes[ch.key]
+    assert out.mode == "software" and "Device failed to offload this state" in out.reason
+
+
+def test_child_gone_removes_agent_objects_only():
+    a, b = child(), child(name="b", uniqueid=2, reqid=2, spi_in=0xC0000002, spi_out=0xC1000002, rts=("10.9.0.0/24",))
+    k = kernel_with([a, b])
+    r = Reconciler(k, config.Config(), CAPS)
+    r.reconcile([a, b])
+    # charon takes b down: its states and policies go
+    _, pols = charon_objects(b)
+    for st in charon_objects(b)[0]:
+        k.states.pop((st.daddr, st.spi, st.proto))
+    for p in pols:
+        k.policies.pop((p.sel, p.dir, p.mark, p.if_id))
+    r.reconcile([a])
+    mine = [p for p in k.policies.values() if pl.is_agent_policy(p)]
+    assert {t.reqid for p in mine for t in p.templates} == {1}
+    assert b.key not in r.outcomes
+    # then a: nothing of the agent's remains, bypasses included
+    for st in charon_objects(a)[0]:
+        k.states.pop((st.daddr, st.spi, st.proto))
+    for p in charon_objects(a)[1]:
+        k.policies.pop((p.sel, p.dir, p.mark, p.if_id))
+    r.reconcile([])
+    assert k.policies == {} and k.states == {}
+
+
+def test_repeated_refusal_is_not_probed_again():
+    ch = child()
+    k = kernel_with([ch], refuse={ETH.ifindex: "nope"})
+    r = Reconciler(k, config.Config(), CAPS)
+    r.reconcile([ch])
+    k.batches.clear()
+    r.reconcile([ch])
+    assert mutations(k) == []
+
+
+def test_logs_carry_no_key(caplog):
+    ch = child()
+    k = kernel_with([ch], cls=FailingSwap)
+    with caplog.at_level(logging.DEBUG):
+        Reconciler(k, config.Config(), CAPS).reconcile([ch])
+    text = caplog.text
+    assert "Device failed" in text
+    assert KEY.hex() not in text and KEY.hex(":") not in text and str(KEY) not in text
