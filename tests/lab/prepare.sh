@@ -77,6 +77,9 @@ if [ -z "$ipver" ] || dpkg --compare-versions "$ipver" lt 6.15; then
     log "installing iproute2 from bookworm-backports (had: ${ipver:-none})"
     apt_private bookworm apt-get install -y --no-install-recommends -t bookworm-backports iproute2 >/dev/null
 fi
+if ls "$APTDIR"/cache/archives/*.deb >/dev/null 2>&1; then
+    apt_private bookworm apt-get clean
+fi
 
 # --- kernel --------------------------------------------------------------------------------
 current_kver() { [ -e "$LAB/lab.env" ] && sed -n 's/^KVER=//p' "$LAB/lab.env"; }
@@ -95,6 +98,7 @@ if [ -z "$KVER" ] || [ ! -e "$LAB/kernel/$KVER/.unpacked" ] || [ "${LAB_REFRESH:
         rm -rf "$KDIR" && mkdir -p "$KDIR"
         dpkg -x "$(ls -t "$LAB"/debs/"${pkg}"_*.deb | head -n1)" "$KDIR"
         touch "$KDIR/.unpacked"
+        rm -f "$LAB"/debs/"${pkg}"_*.deb
     fi
 fi
 KDIR=$LAB/kernel/$KVER
