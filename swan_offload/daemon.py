@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import capability, vici_source
-from .backend import NetlinkBackend
+from .backend import Backend, NetlinkBackend
 from .config import Config
 from .reconciler import Reconciler
 from .xfrm import constants as c
@@ -67,15 +67,16 @@ class XfrmMonitor(threading.Thread):
 
 
 class Daemon:
-    def __init__(self, cfg: Config, netns: str | None = None) -> None:
+    def __init__(self, cfg: Config, netns: str | None = None, backend: Backend | None = None, caps: capability.KernelCaps | None = None) -> None:
         self.cfg = cfg
-        self.netns = netns
         self.q: queue.Queue = queue.Queue()
-        self.backend = NetlinkBackend(netns)
-        self.caps = capability.probe(self.backend)
+        self.backend: Backend = backend or NetlinkBackend(netns)
+        self.caps = caps or capability.probe(self.backend)
         self.reconciler = Reconciler(self.backend, cfg, self.caps)
         self.listener = vici_source.Listener(cfg.vici_socket, self.q, cfg.reconnect_max_seconds)
-        self.monitor = XfrmMonitor(self.q, self.backend.sock.port, netns)
+        # kernel notifications only exist for a real kernel
+        port = getattr(getattr(self.backend, "sock", None), "port", None)
+        self.monitor = XfrmMonitor(self.q, port, netns) if port is not None else None
         self.stopping = threading.Event()
         self.connected = False
         self.charon_version = ""
@@ -90,13 +91,14 @@ class Daemon:
     def run(self) -> None:
         level = log.info if self.caps.packet_offload else log.warning
         level("%s", self.caps.reason)
-        self.monitor.start()
+        if self.monitor:
+            self.monitor.start()
         self.listener.start()
         dirty = False
         try:
             while not self.stopping.is_set():
                 try:
-                    kind, payload = self.q.get(timeout=self.cfg.resync_seconds)
+                    kind, payload = self.q.get(timeout=min(self.cfg.resync_seconds, 5.0))
                 except queue.Empty:
                     kind, payload = "timer", None
                 dirty |= self._handle(kind, payload)
@@ -107,11 +109,15 @@ class Daemon:
                         dirty |= self._handle(*self.q.get(timeout=max(0.0, deadline - time.monotonic())))
                     except queue.Empty:
                         break
+                if self.listener.stuck(max(5.0, 10 * self.listener.poll)):
+                    log.error("VICI listener stuck inside a frame; dropping the session")
+                    self.listener.kick()
                 if dirty and self.connected and not self.stopping.is_set():
                     dirty = not self.sync()
         finally:
             self.listener.stop()
-            self.monitor.stop()
+            if self.monitor:
+                self.monitor.stop()
             self.write_status()
 
     def _handle(self, kind: str, payload: Any) -> bool:

@@ -196,6 +196,9 @@ def plan_child(child: ChildSA, cfg: Config, view: KernelView, clash: str | None)
         return replace(base, reason="offload is off for this connection")
     if out is None or inn is None:
         return replace(base, target=PENDING, reason="SAs not (yet) in the kernel")
+    if child.state not in ("INSTALLED", ""):
+        # rekeyed or being deleted: charon removes it soon; its policies stay for the successor
+        return replace(base, target=PENDING, reason=f"CHILD_SA is {child.state}")
     device, why = _device_for(child, rule, view)
     crypto_ok = device is not None and device.ifindex not in view.crypto_refusing
     base = replace(base, device=device, crypto_ok=crypto_ok)

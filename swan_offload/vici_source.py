@@ -12,6 +12,7 @@ import logging
 import queue
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -79,6 +80,8 @@ class Listener(threading.Thread):
         self.poll = poll
         self.stopping = threading.Event()
         self.connected = False
+        self.session: vici.Session | None = None
+        self.last_tick = 0.0
 
     def stop(self) -> None:
         self.stopping.set()
@@ -98,15 +101,32 @@ class Listener(threading.Thread):
                 self._listen(sess)
             except VICI_ERRORS as e:
                 self._down(f"VICI session lost: {e}")
+            except Exception as e:  # a frame the client cannot parse: drop the session, resync
+                log.error("malformed VICI message (%s: %s); reconnecting and resyncing", type(e).__name__, e)
+                self._down(f"malformed VICI message: {type(e).__name__}")
             finally:
                 _close(sess)
 
+    def kick(self) -> None:
+        """Drop a session stuck inside a frame (the client waits forever for the rest of it)."""
+        sess = self.session
+        if sess is not None:
+            try:
+                sess.transport.socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def stuck(self, limit: float) -> bool:
+        return self.connected and time.monotonic() - self.last_tick > limit
+
     def _listen(self, sess: vici.Session) -> None:
+        self.session = sess
+        self.last_tick = time.monotonic()
+        self.connected = True
+        self.q.put(("connected", None))
         gen = sess.listen(EVENTS, timeout=self.poll)
         for label, msg in gen:
-            if not self.connected:
-                self.connected = True
-                self.q.put(("connected", None))
+            self.last_tick = time.monotonic()
             if self.stopping.is_set():
                 gen.close()
                 return

@@ -72,3 +72,22 @@ def view_for(children, devices=(ETH,), **kw) -> KernelView:
         policies += p
     addrs = {ch.local_host: devices[0] for ch in children}
     return KernelView.build(states, policies, addresses=addrs, devices={d.name: d for d in devices})
+
+
+def vici_child(ch: ChildSA, state: str = "INSTALLED") -> dict:
+    """The child section charon 5.9.8 sends for ``ch`` (values as strings)."""
+    return {
+        "name": ch.name, "uniqueid": str(ch.uniqueid), "reqid": str(ch.reqid), "state": state,
+        "mode": ch.mode, "protocol": ch.protocol, "spi-in": f"{ch.spi_in:08x}", "spi-out": f"{ch.spi_out:08x}",
+        "encr-alg": "AES_GCM_16", "encr-keysize": "128", "dh-group": "CURVE_25519",
+        "local-ts": [t.text for t in ch.local_ts], "remote-ts": [t.text for t in ch.remote_ts],
+        "install-time": "1", "rekey-time": "3000", "life-time": "3500",
+    }
+
+
+def vici_ike(name: str, children: list[tuple[ChildSA, str]], uniqueid: int = 1, local="192.0.2.1", remote="192.0.2.2") -> dict:
+    return {name: {
+        "uniqueid": str(uniqueid), "version": "2", "state": "ESTABLISHED",
+        "local-host": local, "local-port": "500", "remote-host": remote, "remote-port": "500",
+        "child-sas": {f"{ch.name}-{ch.uniqueid}": vici_child(ch, st) for ch, st in children},
+    }}

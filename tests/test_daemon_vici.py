@@ -1,0 +1,179 @@
+"""The daemon against VICI event sequences charon cannot be pushed into on demand.
+
+A protocol-faithful VICI server (tests/support/vici_server.py) plays charon; the
+kernel is the in-memory one (the real-kernel runs are in tests/lab).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+import pytest
+
+from factories import KEY, charon_objects, child, vici_ike
+from support.vici_server import ViciTestServer
+from swan_offload import config, planner as pl
+from swan_offload.backend import MemoryBackend
+from swan_offload.capability import KernelCaps
+from swan_offload.daemon import Daemon
+from tests_kernel import install, remove
+from factories import ETH
+
+
+def wait_for(cond, timeout=10.0, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def rig(tmp_path):
+    server = ViciTestServer(tmp_path / "charon.vici").start()
+    kernel = MemoryBackend()
+    kernel.addresses["192.0.2.1"] = ETH
+    kernel.names[ETH.name] = ETH
+    cfg = config.Config(vici_socket=server.path, status_file=str(tmp_path / "status.json"), resync_seconds=0.2,
+                        reconnect_max_seconds=0.2)
+    d = Daemon(cfg, backend=kernel, caps=KernelCaps(True, "test", "6.12"))
+    t = threading.Thread(target=d.run, daemon=True)
+    t.start()
+    assert server.wait_registered("child-updown")
+    yield server, kernel, d
+    d.stop()
+    t.join(5)
+    server.stop()
+    assert not server.errors
+
+
+def packet(kernel, ch):
+    st = kernel.states.get((ch.remote_host, ch.spi_out, 50))
+    return st is not None and st.offload is not None and st.offload.packet
+
+
+def agent_reqids(kernel):
+    return {t.reqid for p in kernel.policies.values() if pl.is_agent_policy(p) for t in p.templates}
+
+
+def test_child_up_is_offloaded_and_status_written(rig, tmp_path):
+    server, kernel, d = rig
+    ch = child()
+    install(kernel, ch)
+    server.sas = [vici_ike("gw", [(ch, "INSTALLED")])]
+    server.emit("child-updown", {"up": "yes", **vici_ike("gw", [(ch, "INSTALLED")])})
+    wait_for(lambda: packet(kernel, ch), what="packet offload")
+    wait_for(lambda: (tmp_path / "status.json").exists())
+    status = json.loads((tmp_path / "status.json").read_text())
+    row = status["children"][0]
+    assert (row["child"], row["reqid"], row["mode"], row["device"]) == ("net", 1, "packet", "eth0")
+
+
+def test_rekey_with_delayed_delete(rig):
+    server, kernel, d = rig
+    old = child()
+    install(kernel, old)
+    server.sas = [vici_ike("gw", [(old, "INSTALLED")])]
+    server.emit("child-updown", {"up": "yes", **vici_ike("gw", [(old, "INSTALLED")])})
+    wait_for(lambda: packet(kernel, old))
+    new = child(uniqueid=2, spi_in=0xC0000002, spi_out=0xC1000002)
+    install(kernel, new, policies=False)  # charon keeps the policies: same reqid
+    server.sas = [vici_ike("gw", [(old, "REKEYED"), (new, "INSTALLED")])]
+    ike = vici_ike("gw", [])["gw"]
+    ike["child-sas"] = {"net": {"old": vici_ike("gw", [(old, "REKEYED")])["gw"]["child-sas"]["net-1"],
+                                "new": vici_ike("gw", [(new, "INSTALLED")])["gw"]["child-sas"]["net-2"]}}
+    server.emit("child-rekey", {"gw": ike})
+    wait_for(lambda: packet(kernel, new), what="new SA offloaded")
+    # charon deletes the old SAs later, with no VICI event
+    remove(kernel, old, policies=False)
+    server.sas = [vici_ike("gw", [(new, "INSTALLED")])]
+    wait_for(lambda: old.key not in d.reconciler.outcomes, what="old child forgotten")
+    assert agent_reqids(kernel) == {1}  # the successor still uses the policies
+    assert d.reconciler.outcomes[new.key].mode == "packet"
+
+
+def test_ike_down_with_several_children_leaves_nothing(rig):
+    server, kernel, d = rig
+    a = child()
+    b = child(name="b", uniqueid=2, reqid=2, spi_in=0xC0000002, spi_out=0xC1000002, rts=("10.9.0.0/24",))
+    for ch in (a, b):
+        install(kernel, ch)
+    server.sas = [vici_ike("gw", [(a, "INSTALLED"), (b, "INSTALLED")])]
+    server.emit("child-updown", {"up": "yes", **vici_ike("gw", [(a, "INSTALLED"), (b, "INSTALLED")])})
+    wait_for(lambda: packet(kernel, a) and packet(kernel, b))
+    for ch in (a, b):
+        remove(kernel, ch)
+    server.sas = []
+    server.emit("ike-updown", {"gw": {**vici_ike("gw", [])["gw"], "state": "DELETING"}})
+    for ch in (a, b):
+        server.emit("child-updown", vici_ike("gw", [(ch, "INSTALLED")]))
+    wait_for(lambda: not kernel.policies and not d.reconciler.outcomes, what="agent objects removed")
+
+
+def test_charon_restart_mid_stream(rig):
+    server, kernel, d = rig
+    a = child()
+    install(kernel, a)
+    server.sas = [vici_ike("gw", [(a, "INSTALLED")])]
+    server.emit("child-updown", {"up": "yes", **vici_ike("gw", [(a, "INSTALLED")])})
+    wait_for(lambda: packet(kernel, a))
+    server.pause(stale=True)
+    server.drop_connections()
+    wait_for(lambda: not d.connected, what="disconnect noticed")
+    # while charon is away: nothing is removed
+    assert packet(kernel, a) and agent_reqids(kernel) == {1}
+    # charon comes back with a different CHILD_SA (the old one was closed on shutdown)
+    remove(kernel, a)
+    b = child(name="b", uniqueid=1, reqid=1, spi_in=0xC0000009, spi_out=0xC1000009, rts=("10.9.0.0/24",))
+    install(kernel, b)
+    server.sas = [vici_ike("gw", [(b, "INSTALLED")], uniqueid=1)]
+    server.resume()
+    wait_for(lambda: packet(kernel, b), what="resync after reconnect")
+    wanted = {(p.sel.daddr, p.dir) for p in kernel.policies.values() if pl.is_agent_policy(p) and p.templates}
+    assert wanted == {("10.9.0.0", 1), ("10.1.0.0", 0)}  # nothing of a's is left
+
+
+def test_malformed_frame_and_entry_lose_nothing(rig, caplog):
+    server, kernel, d = rig
+    a = child()
+    install(kernel, a)
+    bad = vici_ike("broken", [(child(name="x", uniqueid=7, reqid=7), "INSTALLED")], uniqueid=9)
+    bad["broken"]["local-host"] = "not-an-address"
+    server.sas = [bad, vici_ike("gw", [(a, "INSTALLED")])]
+    with caplog.at_level(logging.INFO):
+        # a frame whose message is cut short: the client cannot parse it
+        server.send_raw(b"\x00\x00\x00\x0a\x07\x0cchild-updown"[:15], event="child-updown")
+        wait_for(lambda: packet(kernel, a), what="offload despite malformed input")
+    assert "not an IP address: 'not-an-address'" in caplog.text
+    assert d.reconciler.outcomes[a.key].mode == "packet"
+
+
+def test_no_key_material_anywhere(rig, tmp_path, caplog, capsys):
+    server, kernel, d = rig
+    ch = child(reqid=0)  # a refusal path too
+    ok = child(name="ok", uniqueid=2, reqid=2, spi_in=0xC0000002, spi_out=0xC1000002, rts=("10.9.0.0/24",))
+    for c_ in (ch, ok):
+        install(kernel, c_)
+    with caplog.at_level(logging.DEBUG):
+        server.sas = [vici_ike("gw", [(ch, "INSTALLED"), (ok, "INSTALLED")])]
+        server.emit("child-updown", {"up": "yes", **server.sas[0]})
+        wait_for(lambda: packet(kernel, ok))
+        d.write_status()
+    from swan_offload.cli import main
+
+    assert main(["-c", write_cfg(tmp_path, server.path), "status"]) == 0
+    assert main(["-c", write_cfg(tmp_path, server.path), "status", "--json"]) == 0
+    blob = caplog.text + (tmp_path / "status.json").read_text() + capsys.readouterr().out
+    assert "reqid 0" in blob  # the refusal is visible
+    for form in (KEY.hex(), KEY.hex(":"), str(KEY), KEY[:8].hex()):
+        assert form not in blob
+
+
+def write_cfg(tmp_path, sock):
+    p = tmp_path / "cfg.toml"
+    p.write_text(f'[vici]\nsocket = "{sock}"\n[agent]\nstatus_file = "{tmp_path / "status.json"}"\n')
+    return str(p)
