@@ -65,11 +65,13 @@ class ChildPlan:
     policies: tuple[XfrmPolicy, ...] = ()
     reason: str = ""  # why the target is not packet (empty when it is)
 
-    crypto_ok: bool = True
+    crypto_refusal: str = ""  # set when the device is known not to take crypto offload
 
     def fallback(self, reason: str) -> ChildPlan:
         """The same child sent to its configured fallback, with the reason recorded."""
-        dev = self.device if self.crypto_ok else None
+        dev = None if self.crypto_refusal else self.device
+        if self.crypto_refusal and self.rule.fallback == CRYPTO:
+            reason = f"{reason}; crypto offload refused: {self.crypto_refusal}"
         return replace(self, target=fallback_target(self.rule, dev), policies=(), reason=reason)
 
 
@@ -200,8 +202,9 @@ def plan_child(child: ChildSA, cfg: Config, view: KernelView, clash: str | None)
         # rekeyed or being deleted: charon removes it soon; its policies stay for the successor
         return replace(base, target=PENDING, reason=f"CHILD_SA is {child.state}")
     device, why = _device_for(child, rule, view)
-    crypto_ok = device is not None and device.ifindex not in view.crypto_refusing
-    base = replace(base, device=device, crypto_ok=crypto_ok)
+    crypto_refusal = view.crypto_refusing.get(device.ifindex, "") if device else ""
+    crypto_ok = device is not None and not crypto_refusal
+    base = replace(base, device=device, crypto_refusal=crypto_refusal)
     mine = [p for p in view.policies if is_agent_policy(p) and any(t.reqid == child.reqid for t in p.templates)]
     if out.offload and out.offload.packet and inn.offload and inn.offload.packet and not mine:
         return replace(base, target=NATIVE, reason="charon offloads this SA itself")
