@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set up a new Debian 12 machine (as root) for swan-offload: host packages, the project's
+# virtualenv in .venv, and the kernel lab (tests/lab/prepare.sh, cached under .lab/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (apt-get, network namespaces)" >&2; exit 1; }
+export DEBIAN_FRONTEND=noninteractive
+PKGS="python3 python3-venv gcc libc6-dev linux-libc-dev iproute2 strongswan-charon strongswan-swanctl
+      libstrongswan-standard-plugins libcharon-extra-plugins"
+missing=""
+for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+# charon must not run as a system service next to the tests' own instances
+systemctl disable --now strongswan-starter strongswan >/dev/null 2>&1 || true
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+tests/lab/prepare.sh

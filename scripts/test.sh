@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Run every test tier: unit, host kernel (private netns), real charon (kernel-libipsec), and
+# the qemu kernel lab. Sets the machine up first (idempotent), so a new machine needs nothing else.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests
