@@ -189,33 +189,31 @@ def _ike_sections(msg: Mapping) -> Iterator[tuple[str, Mapping]]:
             yield k, v
 
 
-def children_of(msg: Mapping) -> list[ChildSA]:
-    """CHILD_SAs of a ``child-updown`` or ``list-sa`` message."""
-    out = []
+def _child_sections(msg: Mapping) -> Iterator[tuple[IkeSA, str, Any]]:
+    """(IKE_SA, child key, child section) for every child of every IKE_SA in ``msg``."""
     for ike_name, sec in _ike_sections(msg):
         ike = parse_ike(ike_name, sec)
         kids = sec.get("child-sas", {})
         if not isinstance(kids, Mapping):
             raise MalformedMessage(f"ike {ike_name}.child-sas: expected a section")
         for cname, csec in kids.items():
-            out.append(parse_child(ike, csec, f"ike {ike_name} child {cname}"))
-    return out
+            yield ike, cname, csec
+
+
+def children_of(msg: Mapping) -> list[ChildSA]:
+    """CHILD_SAs of a ``child-updown`` or ``list-sa`` message."""
+    return [parse_child(ike, csec, f"ike {ike.name} child {cname}") for ike, cname, csec in _child_sections(msg)]
 
 
 def rekeyed_children(msg: Mapping) -> list[tuple[ChildSA | None, ChildSA]]:
     """(old, new) pairs of a ``child-rekey`` message."""
     out = []
-    for ike_name, sec in _ike_sections(msg):
-        ike = parse_ike(ike_name, sec)
-        kids = sec.get("child-sas", {})
-        if not isinstance(kids, Mapping):
-            raise MalformedMessage(f"ike {ike_name}.child-sas: expected a section")
-        for cname, pair in kids.items():
-            where = f"ike {ike_name} child {cname}"
-            if not isinstance(pair, Mapping) or "new" not in pair:
-                raise MalformedMessage(f"{where}: child-rekey without new")
-            old = parse_child(ike, pair["old"], where + ".old") if "old" in pair else None
-            out.append((old, parse_child(ike, pair["new"], where + ".new")))
+    for ike, cname, pair in _child_sections(msg):
+        where = f"ike {ike.name} child {cname}"
+        if not isinstance(pair, Mapping) or "new" not in pair:
+            raise MalformedMessage(f"{where}: child-rekey without new")
+        old = parse_child(ike, pair["old"], where + ".old") if "old" in pair else None
+        out.append((old, parse_child(ike, pair["new"], where + ".new")))
     return out
 
 
