@@ -9,6 +9,7 @@ supported"), a kernel without it stores the policy and drops the request.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ def probe(backend: Backend, release: str | None = None, loopback_ifindex: int = 
         return KernelCaps(False, f"kernel {release} is older than 6.2 and has no packet offload", release)
     pol = XfrmPolicy(PROBE_SEL, c.XFRM_POLICY_OUT, 1, action=c.XFRM_POLICY_BLOCK, offload=Offload(loopback_ifindex, c.XFRM_OFFLOAD_PACKET))
     err = backend.apply([AddPolicy(pol)])[0]
+    if err is not None and err.errno in (errno.EPERM, errno.EACCES):
+        raise PermissionError(err.errno, "the kernel refused XFRM configuration: CAP_NET_ADMIN is needed")
     if err is not None:
         # the offload path exists and judged the device: the kernel has packet offload
         return KernelCaps(True, f"kernel {release} has packet offload (probe answered: {err.reason})", release)

@@ -82,11 +82,15 @@ def cmd_plan(args: argparse.Namespace, cfg: config.Config) -> int:
 
     backend = _backend(args.netns)
     try:
+        caps = capability.probe(backend)
+    except PermissionError as e:
+        print(f"swan-offload: XFRM netlink needs CAP_NET_ADMIN (run as root): {e.strerror}", file=sys.stderr)
+        return 2
+    try:
         children = vici_source.list_children(cfg.vici_socket)
     except vici_source.VICI_ERRORS as e:
         print(f"swan-offload: cannot read charon at {cfg.vici_socket}: {e}", file=sys.stderr)
         return 1
-    caps = capability.probe(backend)
     rows = plan_rows(Reconciler(backend, cfg, caps).plan(children), cfg.seq_margin)
     rows["kernel"] = caps.reason
     if args.json:
