@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 
 import pytest
 
@@ -19,17 +18,8 @@ from swan_offload import config, planner as pl
 from swan_offload.backend import MemoryBackend
 from swan_offload.capability import KernelCaps
 from swan_offload.daemon import Daemon
-from tests_kernel import install, remove
+from helpers import install, remove, wait_for
 from factories import ETH
-
-
-def wait_for(cond, timeout=10.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 
+from helpers import wait_for
 from support.charon_host import CharonPair, charon_available
 from swan_offload import config
 from swan_offload.cli import main
@@ -28,16 +28,6 @@ def pair():
         pytest.skip(why)
     with CharonPair() as p:
         yield p
-
-
-def wait_for(cond, timeout=15.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 def test_daemon_follows_real_charon(pair, tmp_path):

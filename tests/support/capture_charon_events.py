@@ -18,6 +18,7 @@ import time
 
 import vici
 
+from vici_client import session
 from charon_host import CharonPair, charon_available
 
 EVENTS = ["ike-updown", "ike-rekey", "ike-update", "child-updown", "child-rekey"]
@@ -31,12 +32,6 @@ def to_str(value):
     if isinstance(value, list):
         return [to_str(v) for v in value]
     return value.decode() if isinstance(value, bytes) else value
-
-
-def session(path) -> vici.Session:
-    sock = socket.socket(socket.AF_UNIX)
-    sock.connect(path)
-    return vici.Session(sock)
 
 
 class Recorder:

@@ -8,6 +8,8 @@ import subprocess
 import pytest
 import vici
 
+import vici_client
+from vici_client import text
 from charon_host import SWANCTL_CONF, CharonPair, charon_available
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "data", "charon-5.9.8-events.json")
@@ -19,18 +21,7 @@ def needs_charon(test):
 
 
 def session(path):
-    sock = socket.socket(socket.AF_UNIX)
-    sock.settimeout(10)
-    sock.connect(path)
-    return vici.Session(sock)
-
-
-def text(value):
-    if isinstance(value, dict):
-        return {k: text(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [text(v) for v in value]
-    return value.decode()
+    return vici_client.session(path, timeout=10)
 
 
 def netns_names():

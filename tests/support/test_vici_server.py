@@ -8,6 +8,8 @@ import pytest
 import vici
 from vici.exception import EventUnknownException, SessionException
 
+import vici_client
+from vici_client import text
 from vici_server import (CMD_REQUEST, EVENT, ProtocolError, ViciTestServer,
                          decode_message, encode_message, encode_packet)
 
@@ -27,19 +29,7 @@ def server(tmp_path):
 
 
 def session(server, timeout=5):
-    sock = socket.socket(socket.AF_UNIX)
-    sock.settimeout(timeout)
-    sock.connect(server.path)
-    return vici.Session(sock)
-
-
-def text(value):
-    """vici returns bytes values; compare as str."""
-    if isinstance(value, dict):
-        return {k: text(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [text(v) for v in value]
-    return value.decode()
+    return vici_client.session(server.path, timeout)
 
 
 def test_readme_encoding_example():

@@ -1,6 +1,19 @@
-"""Put charon's objects for a CHILD_SA into, or take them out of, the in-memory kernel."""
+"""Test helpers: charon's objects in and out of the in-memory kernel, and waiting."""
+
+import time
 
 from factories import charon_objects
+
+
+def wait_for(cond, timeout=10.0, what="condition"):
+    """Poll ``cond`` until it returns something true; that value is returned."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def install(kernel, ch, policies=True):
