@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from .config import Config, Rule
 from .model import ChildSA
 from .xfrm import constants as c
-from .xfrm.objects import LifetimeCur, Offload, Selector, XfrmPolicy, XfrmState
+from .xfrm.objects import LifetimeCur, Offload, PolicyId, Selector, XfrmPolicy, XfrmState
 
 AGENT_TAG = 0x73776F66  # "swof" in xfrm_selector.user
 CHARON_DEFAULT_BASE = 400000  # 2 * PRIO_BASE: charon's regular and trap policies
@@ -253,7 +253,7 @@ def _bypasses(cfg: Config, plans: list[ChildPlan]) -> tuple[XfrmPolicy, ...]:
     return tuple(out)
 
 
-def policy_key(p: XfrmPolicy) -> tuple:
+def policy_key(p: XfrmPolicy | PolicyId) -> tuple:
     """The kernel's identity of a policy (selector, dir, mark, if_id)."""
     return (p.sel, p.dir, p.mark, p.if_id)
 

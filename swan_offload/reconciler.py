@@ -20,7 +20,7 @@ from .capability import KernelCaps
 from .config import Config
 from .model import ChildSA
 from .xfrm.netlink import XfrmError
-from .xfrm.objects import LifetimeCur, Secret, XfrmPolicy, XfrmState
+from .xfrm.objects import LifetimeCur, Secret, XfrmState
 
 log = logging.getLogger("swan_offload.reconciler")
 
@@ -76,6 +76,7 @@ class Reconciler:
         self.refused: dict[tuple[str, int], str] = {}  # child -> why the device refused its SA
         self.runs = 0
         self.last_plan: pl.Plan | None = None
+        self._have: set[tuple] = set()  # kernel identities of the policies present, kept current
 
     # ------------------------------------------------------------ reading
 
@@ -100,12 +101,21 @@ class Reconciler:
     def reconcile(self, children: list[ChildSA]) -> pl.Plan:
         """Bring the kernel to the plan for ``children``; returns the plan that was applied."""
         self.runs += 1
-        plan = self.plan(children)
+        view = self.view()  # the one dump of this run; self._have follows every change after it
+        self._have = {pl.policy_key(p) for p in view.policies}
+        plan = pl.plan(children, self.cfg, view)
         if self._ensure_bypasses(plan):
-            plan = self.plan(children)  # a device refused: its children go to their fallbacks
+            # a device refused: its children go to their fallbacks
+            plan = pl.plan(children, self.cfg, replace(view, refusing_devices=dict(self.refusing)))
         for cp in plan.children:
             self._apply_child(cp, plan)
-        stale = [DelPolicy(p.id, "remove " + p.describe()) for p in plan.stale_policies if not self._owned_by_child(p, plan)]
+        planned = {cp.child.reqid for cp in plan.children if cp.target != pl.PENDING}
+        # stale policies of a planned child were removed in that child's own batch
+        stale = [
+            DelPolicy(p.id, "remove " + p.describe())
+            for p in plan.stale_policies
+            if not (p.templates and all(t.reqid in planned for t in p.templates))
+        ]
         self._log_errors(self.backend.apply(stale), "remove stale policy")
         for p in stale:
             log.info("retired %s", p.what)
@@ -116,19 +126,13 @@ class Reconciler:
         self.last_plan = plan
         return plan
 
-    @staticmethod
-    def _owned_by_child(p: XfrmPolicy, plan: pl.Plan) -> bool:
-        """Stale policies of a planned child are removed in that child's own batch."""
-        reqids = {cp.child.reqid for cp in plan.children if cp.target not in (pl.PENDING,)}
-        return bool(p.templates) and all(t.reqid in reqids for t in p.templates)
-
     def _ensure_bypasses(self, plan: pl.Plan) -> bool:
         """Install missing IKE bypasses; a device that refuses them is remembered. True if one did."""
-        have = {pl.policy_key(p) for p in self.backend.dump_policies()}
-        missing = [p for p in plan.bypasses if pl.policy_key(p) not in have]
+        missing = [p for p in plan.bypasses if pl.policy_key(p) not in self._have]
         refused = False
         for p, err in zip(missing, self.backend.apply([AddPolicy(p) for p in missing])):
             if err is None:
+                self._have.add(pl.policy_key(p))
                 log.info("installed IKE bypass %s", p.describe())
                 continue
             assert p.offload is not None
@@ -164,7 +168,7 @@ class Reconciler:
             cp = cp.fallback(f"packet offload refused: {err}")
             log.warning("%s reqid %d: %s; fallback %s", cp.child.label, cp.child.reqid, cp.reason, cp.target)
             if cp.target == pl.KEEP:
-                self._move(replace(cp, target=pl.KEEP), plan)  # only drops agent policies
+                self._move(cp, plan)  # only drops agent policies
                 self._record(cp, pl.KEEP, cp.reason)
                 return
         if cp.target == pl.CRYPTO:
@@ -202,8 +206,7 @@ class Reconciler:
             for p in plan.stale_policies
             if any(t.reqid == cp.child.reqid for t in p.templates) and pl.policy_key(p) not in target_keys
         ]
-        have = {pl.policy_key(p) for p in self.backend.dump_policies()} if cp.policies else set()
-        add = [AddPolicy(p) for p in cp.policies if pl.policy_key(p) not in have]
+        add = [AddPolicy(p) for p in cp.policies if pl.policy_key(p) not in self._have]
         changes = pl.state_changes(cp, self.cfg.seq_margin) if cp.target != pl.KEEP else []
         fresh: list[tuple[XfrmState, XfrmState, bool]] = []
         if changes:
@@ -211,6 +214,7 @@ class Reconciler:
             if refusal:
                 if drop:
                     self._log_errors(self.backend.apply(drop), "remove policy")  # type: ignore[arg-type]
+                    self._have -= {pl.policy_key(d.id) for d in drop}
                 return refusal
             # read again just before the swap: counters and sequence numbers moved on
             for cur, new in changes:
@@ -226,7 +230,9 @@ class Reconciler:
         if not ops:
             return None
         errs = self.backend.apply(ops)
+        self._have -= {pl.policy_key(d.id) for d in drop}
         if not any(errs):
+            self._have |= {pl.policy_key(a.policy) for a in add}
             return None
         return self._undo(ops, errs, fresh)
 

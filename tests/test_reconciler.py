@@ -139,3 +139,15 @@ def test_logs_carry_no_key(caplog):
     text = caplog.text
     assert "Device failed" in text
     assert KEY.hex() not in text and KEY.hex(":") not in text and str(KEY) not in text
+
+
+def test_two_children_sharing_reqid_and_selectors_both_move():
+    # a duplicate CHILD_SA (same config, same reqid): its policies are already there after the first
+    a = child()
+    b = child(uniqueid=2, spi_in=0xC0000002, spi_out=0xC1000002)
+    k = kernel_with([a, b])
+    r = Reconciler(k, config.Config(), CAPS)
+    r.reconcile([a, b])
+    assert r.outcomes[a.key].mode == r.outcomes[b.key].mode == "packet"
+    assert all(s.offload and s.offload.packet for s in k.states.values())
+    assert len([p for p in k.policies.values() if pl.is_agent_policy(p) and p.templates]) == 2
