@@ -30,21 +30,10 @@ def _load(path: str | None) -> config.Config:
     return config.load(path or config.DEFAULT_PATH)
 
 
-def _backend(netns: str | None) -> NetlinkBackend:
-    try:
-        return NetlinkBackend(netns)
-    except PermissionError as e:
-        raise SystemExit(f"swan-offload: XFRM netlink needs CAP_NET_ADMIN (run as root): {e}") from e
-
-
 def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
     from .daemon import Daemon
 
-    try:
-        d = Daemon(cfg, args.netns)
-    except PermissionError as e:
-        print(f"swan-offload: XFRM netlink needs CAP_NET_ADMIN (run as root): {e}", file=sys.stderr)
-        return 2
+    d = Daemon(cfg, args.netns)
     signal.signal(signal.SIGTERM, lambda *_: d.stop())
     signal.signal(signal.SIGINT, lambda *_: d.stop())
     d.run()
@@ -80,12 +69,8 @@ def plan_rows(p: planner.Plan, margin: int) -> dict:
 def cmd_plan(args: argparse.Namespace, cfg: config.Config) -> int:
     from .reconciler import Reconciler
 
-    backend = _backend(args.netns)
-    try:
-        caps = capability.probe(backend)
-    except PermissionError as e:
-        print(f"swan-offload: XFRM netlink needs CAP_NET_ADMIN (run as root): {e.strerror}", file=sys.stderr)
-        return 2
+    backend = NetlinkBackend(args.netns)
+    caps = capability.probe(backend)  # before charon: no kernel access, no point reading it
     try:
         children = vici_source.list_children(cfg.vici_socket)
     except vici_source.VICI_ERRORS as e:
@@ -151,10 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"run": cmd_run, "plan": cmd_plan, "status": cmd_status}[args.cmd](args, cfg)
     except OSError as e:
-        if e.errno == errno.EPERM:
-            print(f"swan-offload: needs CAP_NET_ADMIN: {e}", file=sys.stderr)
-            return 2
-        raise
+        if e.errno not in (errno.EPERM, errno.EACCES):
+            raise
+        print(f"swan-offload: XFRM netlink needs CAP_NET_ADMIN (run as root): {e.strerror or e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
