@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import socket
 from dataclasses import dataclass
 
@@ -31,17 +32,22 @@ class KernelCaps:
     release: str
 
 
-def parse_release(release: str) -> tuple[int, int]:
-    parts = release.split(".")
-    try:
-        return int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
-    except (IndexError, ValueError):
-        return (0, 0)
+def version_tuple(text: str) -> tuple[int, ...]:
+    """Leading numbers of a dotted version: "6.12.117+deb13-amd64" -> (6, 12, 117), "5.9.10dr1" -> (5, 9, 10)."""
+    out = []
+    for part in text.split("."):
+        m = re.match(r"\d+", part)
+        if not m:
+            break
+        out.append(int(m.group()))
+        if m.end() != len(part):
+            break
+    return tuple(out)
 
 
 def probe(backend: Backend, release: str | None = None, loopback_ifindex: int = 1) -> KernelCaps:
     release = release or os.uname().release
-    if parse_release(release) < MIN_KERNEL:
+    if version_tuple(release)[:2] < MIN_KERNEL:
         return KernelCaps(False, f"kernel {release} is older than 6.2 and has no packet offload", release)
     pol = XfrmPolicy(PROBE_SEL, c.XFRM_POLICY_OUT, 1, action=c.XFRM_POLICY_BLOCK, offload=Offload(loopback_ifindex, c.XFRM_OFFLOAD_PACKET))
     err = backend.apply([AddPolicy(pol)])[0]

@@ -31,16 +31,6 @@ NATIVE_PACKET_VERSION = (5, 9, 10)
 XFRM_TRIGGERS = {c.XFRM_MSG_NEWSA, c.XFRM_MSG_DELSA, c.XFRM_MSG_UPDSA, c.XFRM_MSG_EXPIRE, c.XFRM_MSG_NEWPOLICY, c.XFRM_MSG_DELPOLICY, c.XFRM_MSG_UPDPOLICY, c.XFRM_MSG_FLUSHSA, c.XFRM_MSG_FLUSHPOLICY}
 
 
-def parse_version(text: str) -> tuple[int, ...]:
-    out = []
-    for part in text.split("."):
-        digits = "".join(ch for ch in part if ch.isdigit())
-        if not digits:
-            break
-        out.append(int(digits))
-    return tuple(out)
-
-
 class XfrmMonitor(threading.Thread):
     """Enqueues XFRM notifications not caused by the agent itself (by sender port)."""
 
@@ -145,7 +135,7 @@ class Daemon:
             return
         self.charon_version = f"{v.get('daemon', 'charon')} {v.get('version', '?')}"
         log.info("connected to %s over %s", self.charon_version, self.cfg.vici_socket)
-        if parse_version(v.get("version", "")) >= NATIVE_PACKET_VERSION:
+        if capability.version_tuple(v.get("version", "")) >= NATIVE_PACKET_VERSION:
             log.info("charon %s can offload packets itself (hw_offload = packet); SAs it offloads are reported as native and left alone", v.get("version"))
 
     def sync(self) -> bool:

@@ -66,3 +66,13 @@ def test_plan_without_cap_net_admin():
     shutil.rmtree(d)
     assert r.returncode == 2, r.stderr
     assert "CAP_NET_ADMIN" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [("6.12.117+deb13-amd64", (6, 12, 117)), ("6.1.0-28-amd64", (6, 1, 0)), ("5.9.10dr1", (5, 9, 10)), ("5.9.8", (5, 9, 8)), ("", ())],
+)
+def test_version_tuple(text, expected):
+    from swan_offload.capability import version_tuple
+
+    assert version_tuple(text) == expected
