@@ -53,6 +53,7 @@ def plan_rows(p: planner.Plan, margin: int) -> dict:
                 "spi_in": f"{cp.child.spi_in:08x}",
                 "spi_out": f"{cp.child.spi_out:08x}",
                 "target": cp.target,
+                "fallback": cp.fallback("").target if cp.target == planner.PACKET else None,
                 "device": cp.device.name if cp.device else None,
                 "reason": cp.reason,
                 "states": [new.describe() for _cur, new in changes],
@@ -62,7 +63,7 @@ def plan_rows(p: planner.Plan, margin: int) -> dict:
     return {
         "children": children,
         "bypasses": [x.describe() for x in p.bypasses],
-        "remove": [x.describe() for x in p.stale_policies],
+        "remove": [x.describe() for x in p.stale_policies] + [x.describe() for x in p.stale_states],
     }
 
 
@@ -84,7 +85,8 @@ def cmd_plan(args: argparse.Namespace, cfg: config.Config) -> int:
     print(f"kernel: {caps.reason}")
     for ch in rows["children"]:
         print(f"{ch['ike']}/{ch['child']}#{ch['uniqueid']} reqid {ch['reqid']} spi in {ch['spi_in']} out {ch['spi_out']}: {ch['target']}"
-              + (f" on {ch['device']}" if ch["device"] else "") + (f" ({ch['reason']})" if ch["reason"] else ""))
+              + (f" on {ch['device']}" if ch["device"] else "") + (f" ({ch['reason']})" if ch["reason"] else "")
+              + (f", {ch['fallback']} if refused" if ch["fallback"] else ""))
         for line in ch["states"] + ch["policies"]:
             print(f"  install {line}")
     for line in rows["bypasses"]:

@@ -19,6 +19,7 @@ from .xfrm import constants as c
 from .xfrm.objects import LifetimeCur, Offload, PolicyId, Selector, XfrmPolicy, XfrmState
 
 AGENT_TAG = 0x73776F66  # "swof" in xfrm_selector.user
+PROBE_REQID = AGENT_TAG  # probe states: no charon template carries it, so no packet ever uses one
 CHARON_DEFAULT_BASE = 400000  # 2 * PRIO_BASE: charon's regular and trap policies
 CHARON_MAX_SPECIFICITY = 131459
 
@@ -80,10 +81,16 @@ class Plan:
     children: tuple[ChildPlan, ...]
     bypasses: tuple[XfrmPolicy, ...]
     stale_policies: tuple[XfrmPolicy, ...]
+    stale_states: tuple[XfrmState, ...] = ()  # probe states left by an agent that was killed
 
 
 def is_agent_policy(p: XfrmPolicy) -> bool:
     return p.sel.user == AGENT_TAG
+
+
+def is_probe_state(s: XfrmState) -> bool:
+    """Only probes are agent-made states; charon's moved states keep charon's selector."""
+    return s.sel.user == AGENT_TAG
 
 
 def fallback_target(rule: Rule, device: Device | None) -> str:
@@ -280,7 +287,8 @@ def plan(children: list[ChildSA], cfg: Config, view: KernelView) -> Plan:
         for p in view.policies
         if is_agent_policy(p) and policy_key(p) not in wanted and not any(t.reqid in keep_reqids for t in p.templates)
     )
-    return Plan(tuple(plans), bypasses, stale)
+    probes = tuple(s for s in view.states.values() if is_probe_state(s))
+    return Plan(tuple(plans), bypasses, stale, probes)
 
 
 def state_changes(p: ChildPlan, seq_margin: int) -> list[tuple[XfrmState, XfrmState]]:

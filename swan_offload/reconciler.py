@@ -57,12 +57,20 @@ class Outcome:
 
 
 def probe_state(st: XfrmState) -> XfrmState:
-    """A throwaway twin of ``st``: random SPI and key, same algorithm and offload."""
+    """A throwaway twin of ``st``: random SPI and key, same algorithm and offload.
+
+    Its reqid is one no policy template names, so the kernel never picks it for
+    traffic (a newer state would otherwise win charon's outbound lookups), and
+    its selector carries the agent tag, so a leftover is found after a crash.
+    """
 
     def rnd(a):  # type: ignore[no-untyped-def]
         return replace(a, key=Secret(os.urandom(len(a.key)))) if a is not None else None
 
-    return replace(st, spi=random_spi(), aead=rnd(st.aead), crypt=rnd(st.crypt), auth=rnd(st.auth), curlft=LifetimeCur())
+    return replace(
+        st, spi=random_spi(), reqid=pl.PROBE_REQID, sel=replace(st.sel, user=pl.AGENT_TAG),
+        aead=rnd(st.aead), crypt=rnd(st.crypt), auth=rnd(st.auth), curlft=LifetimeCur(),
+    )  # fmt: skip
 
 
 class Reconciler:
@@ -104,6 +112,10 @@ class Reconciler:
         view = self.view()  # the one dump of this run; self._have follows every change after it
         self._have = {pl.policy_key(p) for p in view.policies}
         plan = pl.plan(children, self.cfg, view)
+        if plan.stale_states:
+            probes = [DelState(s.id, "remove leftover " + s.describe()) for s in plan.stale_states]
+            self._log_errors(self.backend.apply(probes), "remove leftover probe state")  # type: ignore[arg-type]
+            log.info("removed %d probe state(s) left by an earlier run", len(probes))
         if self._ensure_bypasses(plan):
             # a device refused: its children go to their fallbacks
             plan = pl.plan(children, self.cfg, replace(view, refusing_devices=dict(self.refusing)))

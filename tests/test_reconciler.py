@@ -151,3 +151,22 @@ def test_two_children_sharing_reqid_and_selectors_both_move():
     assert r.outcomes[a.key].mode == r.outcomes[b.key].mode == "packet"
     assert all(s.offload and s.offload.packet for s in k.states.values())
     assert len([p for p in k.policies.values() if pl.is_agent_policy(p) and p.templates]) == 2
+
+
+def test_probe_states_never_serve_traffic_and_leftovers_are_removed():
+    ch = child()
+    k = kernel_with([ch])
+    r = Reconciler(k, config.Config(), CAPS)
+    r.reconcile([ch])
+    probes = [op.state for b in k.batches for op in b if isinstance(op, AddState) and op.state.spi < 0xC0000000]
+    assert probes, "the move was probed first"
+    for pr in probes:
+        # no policy template names this reqid, so the kernel never picks the probe for a packet
+        assert pr.reqid == pl.PROBE_REQID != ch.reqid and pr.sel.user == pl.AGENT_TAG
+        assert pr.aead.key != KEY
+    # an agent killed between adding and deleting a probe leaves it behind: the next run removes it
+    k.states[(probes[0].daddr, probes[0].spi, probes[0].proto)] = probes[0]
+    k.batches.clear()
+    Reconciler(k, config.Config(), CAPS).reconcile([ch])
+    assert sorted(spi for (_d, spi, _p) in k.states) == sorted([ch.spi_in, ch.spi_out])
+    assert [type(op).__name__ for b in k.batches for op in b] == ["DelState"]
