@@ -41,6 +41,11 @@ lab_topology() {
         ip -n $gw addr add 10.$side.0.1/24 dev lan && ip -n $gw addr add fd00:$side::1/64 dev lan nodad &&
         ip -n $host addr add 10.$side.0.2/24 dev lan && ip -n $host addr add fd00:$side::2/64 dev lan nodad &&
         ip -n $host route add default via 10.$side.0.1 && ip -n $host -6 route add default via fd00:$side::1 &&
+        # the remote subnet via the peer, as a gateway's routing would have it: charon installs
+        # no route for children with protocol-restricted selectors (e.g. 10.2.0.0/24[icmp])
+        local peer=2 far=$((3 - side))
+        [ $side = 2 ] && peer=1
+        ip -n $gw route add 10.$far.0.0/24 via 192.0.2.$peer && ip -n $gw -6 route add fd00:$far::/64 via 2001:db8::$peer &&
         ip netns exec $gw sh -c 'echo 1 >/proc/sys/net/ipv4/ip_forward &&
             echo 1 >/proc/sys/net/ipv6/conf/all/forwarding' || return
     done
@@ -140,4 +145,85 @@ lab_ping() {
 lab_up() {
     lab_topology && lab_charon_start gwa && lab_charon_start gwb &&
         lab_load gwa && lab_load gwb && lab_initiate net
+}
+
+# ---------------------------------------------------------------- agent and checks
+LAB_SO="$LAB_DIR/../../.venv/bin/swan-offload"
+LAB_PY="$LAB_DIR/../../.venv/bin/python"
+
+# lab_agent_conf [RULES...]: write /run/so.toml for gwa's charon; each RULE is "match fallback".
+lab_agent_conf() {
+    printf '[vici]\nsocket = "/run/gwa/charon.vici"\nreconnect_max_seconds = 1\n[agent]\nstatus_file = "/run/so-status.json"\nresync_seconds = 2\n' >/run/so.toml
+    local r
+    for r in "$@"; do
+        printf '[[rule]]\nmatch = "%s"\nfallback = "%s"\n' "${r% *}" "${r#* }" >>/run/so.toml
+    done
+}
+
+# lab_agent_start: run the daemon in gwa (log /run/so.log, appended); LAB_AGENT = its pid.
+lab_agent_start() {
+    rm -f /run/so-status.json
+    ip netns exec gwa "$LAB_SO" -c /run/so.toml run >>/run/so.log 2>&1 &
+    LAB_AGENT=$!
+}
+
+# lab_agent_wait N: wait until status holds at least N decided (not pending) CHILD_SAs.
+lab_agent_wait() {
+    local i
+    for i in $(seq 1 ${2:-200}); do
+        "$LAB_PY" - "$1" <<'PY' 2>/dev/null && return 0
+import json, sys
+d = json.load(open("/run/so-status.json"))
+sys.exit(0 if d["agent"]["vici_connected"] and sum(c["mode"] != "pending" for c in d["children"]) >= int(sys.argv[1]) else 1)
+PY
+        sleep 0.3
+    done
+    lab_die "agent did not decide $1 CHILD_SAs: $(tail -n 5 /run/so.log)"
+}
+
+# lab_agent_settled: wait until the agent's status has every CHILD_SA charon lists as INSTALLED.
+lab_agent_settled() {
+    local i
+    for i in $(seq 1 ${1:-200}); do
+        "$LAB_PY" - <<'PY' 2>/dev/null && return 0
+import json, sys
+sys.path.insert(0, "tests/lab/jobs")
+from check import snapshot
+want = {(c["ike"], c["uniqueid"]) for c in snapshot("gwa")["children"] if c["state"] == "INSTALLED"}
+d = json.load(open("/run/so-status.json"))
+got = {(c["ike"], c["uniqueid"]) for c in d["children"] if c["mode"] != "pending"}
+sys.exit(0 if want and want <= got else 1)
+PY
+        sleep 0.3
+    done
+    lab_die "agent status did not catch up with charon: $(tail -n 5 /run/so.log)"
+}
+
+# lab_section NAME: start a named section of the job's output ("== NAME").
+lab_section() { echo "== $1"; }
+
+# lab_check NAME [NS]: section NAME with check.py's JSON for NS (default gwa).
+lab_check() { lab_section "$1"; "$LAB_PY" "$LAB_DIR/jobs/check.py" "${2:-gwa}"; }
+
+# lab_status NAME: section NAME with the agent's status --json.
+lab_status() { lab_section "$1"; "$LAB_SO" -c /run/so.toml status --json; }
+
+# lab_pinger COUNT [DST]: background ping from hosta every 0.2 s, output in /run/pinger.out.
+lab_pinger() {
+    local dst=${2:-10.2.0.2}
+    ip netns exec hosta busybox ping -i 0.2 -c "$1" -w $(( $1 / 5 + 20 )) -I 10.1.0.2 "$dst" >/run/pinger.out 2>&1 &
+    LAB_PINGER=$!
+}
+
+# lab_udp PORTS COUNT [GAP]: COUNT datagrams hosta -> hostb 10.2.0.2 on each of PORTS
+# ("5001" or "5001-5050"); prints hostb's {"port": received} JSON.
+lab_udp() {
+    local out=/run/udp.$$ i
+    rm -f "$out" "$out.err"
+    ip netns exec hostb python3 "$LAB_DIR/jobs/udp.py" recv "$1" "$2" 20 >"$out" 2>"$out.err" &
+    local rx=$!
+    for i in $(seq 1 100); do grep -q ready "$out.err" 2>/dev/null && break; sleep 0.1; done
+    ip netns exec hosta python3 "$LAB_DIR/jobs/udp.py" send 10.2.0.2 "$1" "$2" "${3:-0.05}"
+    wait $rx
+    cat "$out"
 }

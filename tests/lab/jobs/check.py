@@ -1,0 +1,69 @@
+"""Inside the lab VM: what charon holds against what the kernel holds, as one JSON line.
+
+    python tests/lab/jobs/check.py NS [LABEL]
+
+Reads charon over VICI (/run/NS/charon.vici) and the kernel of netns NS over XFRM
+netlink, and prints the invariants the lab scenarios assert on: every SA of an
+installed CHILD_SA present exactly once, no state charon does not know, no agent
+object without a live CHILD_SA, no probe state left. No key material is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+
+from swan_offload import planner as pl
+from swan_offload.backend import NetlinkBackend
+from swan_offload.vici_source import list_children
+from swan_offload.xfrm import constants as c
+
+DIRS = {c.XFRM_POLICY_IN: "in", c.XFRM_POLICY_OUT: "out", c.XFRM_POLICY_FWD: "fwd"}
+
+
+def snapshot(ns: str) -> dict:
+    children = list_children(f"/run/{ns}/charon.vici")
+    b = NetlinkBackend(ns)
+    states, policies = b.dump_states(), b.dump_policies()
+    known = {spi for ch in children for spi in (ch.spi_in, ch.spi_out)}
+    installed = [ch for ch in children if ch.state == "INSTALLED"]
+    live_reqids = {ch.reqid for ch in children}
+    spis = Counter(s.spi for s in states if s.proto == c.IPPROTO_ESP)
+    agent = [p for p in policies if pl.is_agent_policy(p)]
+    return {
+        "children": [
+            {"ike": ch.ike_name, "child": ch.name, "uniqueid": ch.uniqueid, "reqid": ch.reqid, "state": ch.state,
+             "mode": ch.mode, "esn": ch.esn, "spi_in": f"{ch.spi_in:08x}", "spi_out": f"{ch.spi_out:08x}"}
+            for ch in children
+        ],  # fmt: skip
+        "states": [
+            {"spi": f"{s.spi:08x}", "daddr": s.daddr, "reqid": s.reqid, "mode": s.mode,
+             "offload": s.offload.mode if s.offload else None, "packets": s.curlft.packets}
+            for s in states
+        ],  # fmt: skip
+        # SAs of installed CHILD_SAs missing from the kernel, or present more than once
+        "missing": sorted(f"{spi:08x}" for ch in installed for spi in (ch.spi_in, ch.spi_out) if spis[spi] == 0),
+        "duplicate": sorted(f"{spi:08x}" for spi, n in spis.items() if n > 1),
+        # ESP states charon does not hold (probe states included)
+        "orphan_states": sorted(f"{s.spi:08x}" for s in states if s.proto == c.IPPROTO_ESP and s.spi not in known),
+        "probe_states": sum(1 for s in states if pl.is_probe_state(s)),
+        "agent_policies": [_policy(p) for p in agent],
+        # agent policies for a reqid charon no longer has
+        "stale_agent_policies": [_policy(p) for p in agent if p.templates and not {t.reqid for t in p.templates} & live_reqids],
+        "charon_policies": [_policy(p) for p in policies if not pl.is_agent_policy(p)],
+    }
+
+
+def _policy(p) -> dict:  # type: ignore[no-untyped-def]
+    return {
+        "what": p.describe(),
+        "dir": DIRS.get(p.dir, str(p.dir)),
+        "priority": p.priority,
+        "reqids": [t.reqid for t in p.templates],
+        "offload": p.offload.mode if p.offload else None,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(snapshot(sys.argv[1])))

@@ -1,0 +1,48 @@
+"""Inside the lab VM: a UDP stream between the protected subnets (stdlib only).
+
+    udp.py recv PORT[-LAST] EXPECT SECONDS  print {"port": datagrams received} as JSON once
+                                            every port has EXPECT, or after SECONDS
+    udp.py send DST PORT[-LAST] COUNT GAP   COUNT datagrams to every port, GAP seconds apart
+"""
+
+import json
+import select
+import socket
+import sys
+import time
+
+
+def ports(text: str) -> range:
+    first, _, last = text.partition("-")
+    return range(int(first), int(last or first) + 1)
+
+
+def recv(spec: str, expect: int, seconds: float) -> None:
+    socks = {}
+    for p in ports(spec):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("0.0.0.0", p))
+        socks[s] = p
+    got = {p: 0 for p in socks.values()}
+    print("ready", file=sys.stderr, flush=True)
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0 and min(got.values()) < expect:
+        for s in select.select(list(socks), [], [], left)[0]:
+            s.recv(2048)
+            got[socks[s]] += 1
+    print(json.dumps(got))
+
+
+def send(dst: str, spec: str, count: int, gap: float) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for i in range(count):
+        for p in ports(spec):
+            s.sendto(f"lab {i}".encode(), (dst, p))
+        time.sleep(gap)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "recv":
+        recv(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
+    else:
+        send(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
