@@ -103,3 +103,59 @@ def test_shapes_and_plan(lab_run_job):
     for k in re.findall(r"aead rfc4106\(gcm\(aes\)\) 0x([0-9a-f]+)", sec["ipstate"]):
         for where in ("plan", "status", "table", "log"):
             assert k not in sec[where], where
+
+
+def child_of(snap: dict, name: str) -> dict:
+    (c,) = [c for c in snap["children"] if c["child"] == name and c["state"] == "INSTALLED"]
+    return c
+
+
+def state_spis(snap: dict) -> set[str]:
+    return {s["spi"] for s in snap["states"]}
+
+
+def decided(status: dict) -> dict[tuple[str, int], dict]:
+    return {(c["child"], c["uniqueid"]): c for c in status["children"] if c["mode"] != "pending"}
+
+
+def test_rekey_terminate_and_charon_restart(lab_run_job):
+    """Scenarios 4 (swanctl --rekey and lifetime rekeys), 5 (child and IKE termination), 7 (charon restart)."""
+    res, sec = run(lab_run_job, "lifecycle.sh", timeout=600)
+    why = detail(res)
+    snaps = {k: section_json(sec, k) for k in ("start", "rekeyed", "lifetime", "child_down", "ike_down", "restart_before", "restart_after")}
+    for name, snap in snaps.items():
+        assert_consistent(snap, name, why)
+    start, rekeyed, lifetime = snaps["start"], snaps["rekeyed"], snaps["lifetime"]
+    st = {c["child"]: c["mode"] for c in section_json(sec, "start_status")["children"]}
+    assert st == {"net": "software", "fast": "software"}, why
+    # 4a: swanctl --rekey: a new CHILD_SA, decided by the agent; the old SAs gone after charon's delete
+    old, new = child_of(start, "net"), child_of(rekeyed, "net")
+    assert new["uniqueid"] != old["uniqueid"] and new["reqid"] == old["reqid"], why
+    assert not {old["spi_in"], old["spi_out"]} & state_spis(rekeyed), why
+    assert {new["spi_in"], new["spi_out"]} <= state_spis(rekeyed), why
+    assert ("net", new["uniqueid"]) in decided(section_json(sec, "rekeyed_status")), why
+    assert ("net", old["uniqueid"]) not in decided(section_json(sec, "rekeyed_status")), why
+    assert received(sec["pinger"], 60), sec["pinger"]  # no ping lost across the rekey
+    # 4b: lifetime rekeys of "fast" during the UDP stream, none of its datagrams lost
+    assert section_json(sec, "stream") == {"4000": 220}, why
+    f0, f1 = child_of(rekeyed, "fast"), child_of(lifetime, "fast")
+    assert f1["uniqueid"] != f0["uniqueid"], why
+    assert not {f0["spi_in"], f0["spi_out"]} & state_spis(lifetime), why
+    # "fast" may have rekeyed again between the two reads: the agent knows this one or a newer one
+    assert max(u for c, u in decided(section_json(sec, "lifetime_status")) if c == "fast") >= f1["uniqueid"], why
+    # 5: termination leaves the kernel holding exactly what charon holds, nothing of the agent's
+    down = snaps["child_down"]
+    assert [c["child"] for c in down["children"]] == ["net"] and len(down["states"]) == 2, why
+    assert all(p["reqids"] == [new["reqid"]] for p in down["charon_policies"] if p["reqids"]), why
+    gone = snaps["ike_down"]
+    assert gone["children"] == [] and gone["states"] == [], why
+    assert [p for p in gone["charon_policies"] if p["reqids"]] == [] and gone["agent_policies"] == [], why
+    assert section_json(sec, "ike_down_status")["children"] == [], why
+    # 7: charon restarted under the agent: it reconnected and decided the new CHILD_SA
+    before, after = child_of(snaps["restart_before"], "net"), child_of(snaps["restart_after"], "net")
+    assert after["spi_in"] != before["spi_in"], why
+    assert not {before["spi_in"], before["spi_out"]} & state_spis(snaps["restart_after"]), why
+    status = section_json(sec, "restart_status")
+    assert status["agent"]["vici_connected"] and set(decided(status)) == {("net", after["uniqueid"])}, why
+    assert "charon went away" in sec["log"] and sec["log"].count("connected to charon 5.9.8") == 2, why
+    assert received(sec["ping"], 3), why

@@ -181,7 +181,8 @@ PY
     lab_die "agent did not decide $1 CHILD_SAs: $(tail -n 5 /run/so.log)"
 }
 
-# lab_agent_settled: wait until the agent's status has every CHILD_SA charon lists as INSTALLED.
+# lab_agent_settled: wait until the agent has decided exactly the CHILD_SAs charon lists as
+# INSTALLED (none, after a termination), as read from its status.
 lab_agent_settled() {
     local i
     for i in $(seq 1 ${1:-200}); do
@@ -192,7 +193,7 @@ from check import snapshot
 want = {(c["ike"], c["uniqueid"]) for c in snapshot("gwa")["children"] if c["state"] == "INSTALLED"}
 d = json.load(open("/run/so-status.json"))
 got = {(c["ike"], c["uniqueid"]) for c in d["children"] if c["mode"] != "pending"}
-sys.exit(0 if want and want <= got else 1)
+sys.exit(0 if d["agent"]["vici_connected"] and want == got else 1)
 PY
         sleep 0.3
     done
@@ -220,7 +221,7 @@ lab_pinger() {
 lab_udp() {
     local out=/run/udp.$$ i
     rm -f "$out" "$out.err"
-    ip netns exec hostb python3 "$LAB_DIR/jobs/udp.py" recv "$1" "$2" 20 >"$out" 2>"$out.err" &
+    ip netns exec hostb python3 "$LAB_DIR/jobs/udp.py" recv "$1" "$2" "$(awk "BEGIN{print $2 * ${3:-0.05} * 1.5 + 15}")" >"$out" 2>"$out.err" &
     local rx=$!
     for i in $(seq 1 100); do grep -q ready "$out.err" 2>/dev/null && break; sleep 0.1; done
     ip netns exec hosta python3 "$LAB_DIR/jobs/udp.py" send 10.2.0.2 "$1" "$2" "${3:-0.05}"

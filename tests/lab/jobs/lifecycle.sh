@@ -1,0 +1,53 @@
+# Scenarios 4 (rekeys), 5 (termination) and 7 (charon restarted under the agent), one VM.
+set -e
+export LAB_DELETE_REKEYED_DELAY=2
+. tests/lab/topology.sh
+lab_up
+lab_initiate fast net
+lab_agent_conf "net/net crypto" "net/fast software"
+lab_agent_start
+lab_agent_settled
+lab_check start
+lab_status start_status
+
+# 4a: swanctl --rekey with a ping running through the tunnel
+lab_pinger 60
+sleep 3
+lab_swanctl gwa --rekey --child net >/dev/null
+sleep $((LAB_DELETE_REKEYED_DELAY + 3))
+lab_agent_settled
+lab_check rekeyed
+lab_status rekeyed_status
+wait $LAB_PINGER || true
+lab_section pinger; cat /run/pinger.out
+
+# 4b: lifetime-driven rekeys of "fast" (every 8-10 s) under a UDP stream
+lab_section stream; lab_udp 4000 220 0.1
+sleep $((LAB_DELETE_REKEYED_DELAY + 2))
+lab_agent_settled
+lab_check lifetime
+lab_status lifetime_status
+
+# 5: child termination, then IKE termination
+lab_swanctl gwa --terminate --child fast --timeout 20 >/dev/null
+lab_agent_settled
+lab_check child_down
+lab_swanctl gwa --terminate --ike net --timeout 20 >/dev/null
+lab_agent_settled
+lab_check ike_down
+lab_status ike_down_status
+
+# 7: charon restarted under the running agent
+lab_initiate net
+lab_agent_settled
+lab_check restart_before
+lab_charon_restart gwa
+lab_section restarted; echo "charon pid $(cat /run/gwa/charon.pid)"
+lab_initiate net
+lab_agent_settled
+lab_check restart_after
+lab_status restart_status
+lab_section ping; lab_ping 3 || true
+kill $LAB_AGENT; wait $LAB_AGENT || true
+lab_section log; cat /run/so.log
+lab_section end
