@@ -228,3 +228,50 @@ lab_udp() {
     wait $rx
     cat "$out"
 }
+
+# lab_conf_many N: swanctl confs with N CHILD_SAs c1..cN under one IKE_SA "many", child ci
+# carrying UDP to port 5000+i (/run/many-gwa.conf, /run/many-gwb.conf).
+lab_conf_many() {
+    local side me peer a b i
+    for side in a b; do
+        if [ $side = a ]; then me=gwa peer=gwb a=1 b=2; else me=gwb peer=gwa a=2 b=1; fi
+        {
+            echo "connections { many { local_addrs = 192.0.2.$a
+                remote_addrs = 192.0.2.$b
+                proposals = aes128-sha256-x25519
+                local { auth = psk
+                    id = $me }
+                remote { auth = psk
+                    id = $peer }
+                children {"
+            for i in $(seq 1 "$1"); do
+                if [ $side = a ]; then
+                    echo "c$i { local_ts = 10.1.0.0/24[udp]
+                        remote_ts = 10.2.0.0/24[udp/$((5000 + i))]
+                        esp_proposals = aes128gcm16 }"
+                else
+                    echo "c$i { local_ts = 10.2.0.0/24[udp/$((5000 + i))]
+                        remote_ts = 10.1.0.0/24[udp]
+                        esp_proposals = aes128gcm16 }"
+                fi
+            done
+            echo "} } }"
+            sed -n '/^secrets/,$p' "$LAB_DIR/swanctl/$me.conf"
+        } >"/run/many-$me.conf"
+    done
+}
+
+# lab_initiate_many N: bring up c1..cN of "many" from gwa: c1 first, then 6 at a time
+# (each blocking initiate holds one of charon's 16 worker threads until it completes).
+lab_initiate_many() {
+    local i pids= n=0
+    lab_initiate c1 many || return
+    for i in $(seq 2 "$1"); do
+        lab_swanctl gwa --initiate --child "c$i" --ike many --timeout 60 >>/run/gwa/initiate-many.out 2>&1 &
+        pids="$pids $!" n=$((n + 1))
+        if [ $n = 6 ] || [ "$i" = "$1" ]; then
+            for p in $pids; do wait "$p" || { lab_die "initiate failed: $(tail -n 5 /run/gwa/initiate-many.out)"; return 1; }; done
+            pids= n=0
+        fi
+    done
+}
