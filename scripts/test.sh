@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+export TIERS_REQUIRED=1  # setup installed every tier: a tier that cannot run fails, never skips
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests

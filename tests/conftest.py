@@ -8,6 +8,7 @@ import subprocess
 import uuid
 
 import pytest
+from helpers import skip_unless_required
 
 
 def _netns_reason() -> str | None:
@@ -23,7 +24,7 @@ def netns():
     """Name of a fresh network namespace, deleted afterwards (its XFRM objects go with it)."""
     why = _netns_reason()
     if why:
-        pytest.skip(why)
+        skip_unless_required(why)
     name = f"swoff-{uuid.uuid4().hex[:8]}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)

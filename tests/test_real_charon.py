@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from helpers import wait_for
+from helpers import skip_unless_required, wait_for
 from support.charon_host import CharonPair, charon_available
 from swan_offload import config
 from swan_offload.cli import main
@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.charon, pytest.mark.netns]
 def pair():
     ok, why = charon_available()
     if not ok:
-        pytest.skip(why)
+        skip_unless_required(why)
     with CharonPair() as p:
         yield p
 

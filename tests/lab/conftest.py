@@ -1,6 +1,7 @@
 """Fixtures for the kernel lab tier (pytest -m lab). Prepare with tests/lab/prepare.sh."""
 
 import pytest
+from helpers import skip_unless_required
 
 from .vm import lab_available, run_job
 
@@ -15,5 +16,5 @@ def lab_run_job():
     """vm.run_job, or skip with the reason when qemu or the prepared kernel is missing."""
     ok, why = lab_available()
     if not ok:
-        pytest.skip(why)
+        skip_unless_required(why)
     return run_job
