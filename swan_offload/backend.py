@@ -15,6 +15,7 @@ from typing import Protocol, Union
 
 from .planner import Device
 from .xfrm import constants as c
+from .xfrm import messages as m
 from .xfrm import objects as o
 from .xfrm.netlink import Request, XfrmError, XfrmSocket
 
@@ -71,12 +72,11 @@ class NetlinkBackend:
         self.sock.close()
 
     def dump_states(self) -> list[o.XfrmState]:
-        msgs = self.sock.dump(c.XFRM_MSG_GETSA, o.state_id_to_msg(o.StateId("0.0.0.0", 0, 0, 0)), "dump states")
+        msgs = self.sock.dump(c.XFRM_MSG_GETSA, m.xfrm_dump_request_msg(), "dump states")
         return [o.state_from_msg(m) for m in msgs]
 
     def dump_policies(self) -> list[o.XfrmPolicy]:
-        pid = o.PolicyId(o.Selector(0, "0.0.0.0", "0.0.0.0", 0, 0), 0)
-        msgs = self.sock.dump(c.XFRM_MSG_GETPOLICY, o.policy_id_to_msg(pid), "dump policies")
+        msgs = self.sock.dump(c.XFRM_MSG_GETPOLICY, m.xfrm_dump_request_msg(), "dump policies")
         return [o.policy_from_msg(m) for m in msgs]
 
     def get_state(self, sid: o.StateId) -> o.XfrmState | None:

@@ -166,3 +166,11 @@ def test_parse_error_with_ext_ack():
     data = (-22).to_bytes(4, "little", signed=True) + hdr + tlv
     assert parse_error(data, NLM_F_CAPPED | NLM_F_ACK_TLVS) == (22, "Device failed to offload this state")
     assert parse_error(data[:20], NLM_F_CAPPED) == (22, None)
+
+
+def test_dump_request_is_a_bare_header():
+    """xfrm_dump_sa parses everything after the header as attributes: no body may follow."""
+    msg = m.xfrm_dump_request_msg()
+    msg["header"] = {"type": 18, "flags": 0x301, "sequence_number": 1, "pid": 0}
+    msg.encode()
+    assert len(msg.data) == 16

@@ -285,6 +285,13 @@ class xfrm_userpolicy_flush_msg(nlmsg):
     fields = ()
 
 
+class xfrm_dump_request_msg(nlmsg):
+    """A GETSA/GETPOLICY dump request: the kernel reads no body (it parses what follows
+    the header as attributes, so a zeroed id struct there is "leftover" garbage)."""
+
+    fields = ()
+
+
 # what the kernel sends (replies, dumps, multicast) for each message type
 MESSAGE_CLASSES: dict[int, type] = {
     c.XFRM_MSG_NEWSA: xfrm_usersa_info_msg,
