@@ -19,3 +19,4 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 tests/lab/prepare.sh
+tests/lab/sim/build.sh >/dev/null  # the simulated packet-offload NIC (trixie chroot, cached)

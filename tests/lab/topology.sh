@@ -25,13 +25,28 @@ lab_link() {
         ip -n "$1" link set "$2" up && ip -n "$3" link set "$4" up
 }
 
+# lab_wan: the gateways' link. LAB_WAN=swsim loads the simulated packet-offload NIC pair
+# (tests/lab/sim, built by sim/build.sh; LAB_SIM_ARGS e.g. "max_sa=4"), else a veth pair.
+lab_wan() {
+    if [ "${LAB_WAN:-veth}" != swsim ]; then
+        lab_link gwa wan gwb wan
+        return
+    fi
+    local ko
+    ko=$(ls "$LAB_DIR"/../../.lab/sim/"$(uname -r)"/swsim.ko) || lab_die "swsim.ko not built: tests/lab/sim/build.sh" || return
+    modprobe -a esp4 esp6 xfrm_user && insmod "$ko" ${LAB_SIM_ARGS:-} || lab_die "insmod swsim failed" || return
+    ip link set swsim0 netns gwa && ip link set swsim1 netns gwb &&
+        ip -n gwa link set swsim0 name wan && ip -n gwb link set swsim1 name wan &&
+        ip -n gwa link set wan up && ip -n gwb link set wan up
+}
+
 # lab_topology: create the four namespaces, links, addresses and routes.
 lab_topology() {
     local ns
     for ns in gwa gwb hosta hostb; do
         ip netns add "$ns" && ip -n "$ns" link set lo up || return
     done
-    lab_link gwa wan gwb wan && lab_link gwa lan hosta lan && lab_link gwb lan hostb lan || return
+    lab_wan && lab_link gwa lan hosta lan && lab_link gwb lan hostb lan || return
     ip -n gwa addr add 192.0.2.1/24 dev wan && ip -n gwa addr add 2001:db8::1/64 dev wan nodad &&
     ip -n gwb addr add 192.0.2.2/24 dev wan && ip -n gwb addr add 2001:db8::2/64 dev wan nodad || return
     local side

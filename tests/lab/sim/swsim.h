@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * swsim: a simulated packet-offload NIC pair for the swan-offload kernel lab.
+ *
+ * Two linked Ethernet devices (like veth). Each implements the XFRM device
+ * operations and accepts what an mlx5 ConnectX would; for packet-offloaded SAs
+ * it builds and strips real ESP (RFC 4303, AES-GCM per RFC 4106) on the "wire"
+ * between the pair, so the kernel above sees plain packets, as with the real NIC.
+ */
+#ifndef SWSIM_H
+#define SWSIM_H
+
+#include <linux/netdevice.h>
+#include <linux/spinlock.h>
+#include <net/xfrm.h>
+
+#define SWSIM_ICV_LEN 16
+#define SWSIM_IV_LEN 8
+#define SWSIM_MAX_WINDOW 256
+
+extern int swsim_max_sa;
+
+/* One offloaded SA: the "hardware" copy of what the kernel gave the device. */
+struct swsim_sa {
+	struct list_head list;
+	struct xfrm_state *x;
+	struct crypto_aead *aead;
+	bool inbound;
+	bool esn;
+	u64 oseq;			/* outbound: last sequence number sent */
+	u64 top;			/* inbound: highest sequence number accepted */
+	u32 window;			/* inbound: replay window (bits) */
+	unsigned long bitmap[SWSIM_MAX_WINDOW / BITS_PER_LONG];
+	u64 bytes, packets;		/* device counters, read by update_stats */
+	u32 replay_fail, integrity_fail;
+};
+
+/* One offloaded policy: selector, direction, template reqid, action. */
+struct swsim_pol {
+	struct list_head list;
+	struct xfrm_policy *xp;
+};
+
+struct swsim_priv {
+	struct net_device __rcu *peer;
+	spinlock_t lock;		/* the SA and policy tables and every SA's counters */
+	struct list_head sas;
+	struct list_head pols;
+	int nsa;
+};
+
+extern const struct xfrmdev_ops swsim_xfrmdev_ops;
+
+/* swsim_xfrm.c: tables */
+struct swsim_sa *swsim_out_sa(struct swsim_priv *p, struct sk_buff *skb, int family);
+struct swsim_sa *swsim_in_sa(struct swsim_priv *p, int family, const xfrm_address_t *daddr, __be32 spi);
+
+/* swsim_esp.c: the datapath; both consume skb and return the frame to pass on, or NULL */
+struct sk_buff *swsim_esp_encap(struct swsim_sa *sa, struct sk_buff *skb);
+struct sk_buff *swsim_esp_decap(struct net_device *dev, struct sk_buff *skb);
+
+#endif

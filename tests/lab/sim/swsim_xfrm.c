@@ -1,0 +1,412 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * swsim XFRM device operations: accept what an mlx5 ConnectX accepts (see the
+ * project's notes, "mlx5 as the reference device"), refuse the rest with an
+ * extended-ack text of the same kind, and keep the "hardware" SA and policy tables.
+ */
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <linux/icmp.h>
+#include <crypto/aead.h>
+#include "swsim.h"
+
+static struct swsim_priv *priv_of(struct net_device *dev)
+{
+	return netdev_priv(dev);
+}
+
+static int swsim_check_state(struct xfrm_state *x, struct netlink_ext_ack *extack)
+{
+	bool packet = x->xso.type == XFRM_DEV_OFFLOAD_PACKET;
+	bool inbound = x->xso.dir == XFRM_DEV_OFFLOAD_IN;
+
+	if (x->id.proto != IPPROTO_ESP) {
+		NL_SET_ERR_MSG_MOD(extack, "Only ESP xfrm state may be offloaded");
+		return -EINVAL;
+	}
+	if (x->ealg || x->aalg || x->calg) {
+		NL_SET_ERR_MSG_MOD(extack, "Cannot offload xfrm states with separate encryption, authentication or compression (AES-GCM only)");
+		return -EINVAL;
+	}
+	if (!x->aead || strcmp(x->aead->alg_name, "rfc4106(gcm(aes))")) {
+		NL_SET_ERR_MSG_MOD(extack, "Cannot offload xfrm states without aead rfc4106(gcm(aes))");
+		return -EINVAL;
+	}
+	if (x->aead->alg_icv_len != 128) {
+		NL_SET_ERR_MSG_MOD(extack, "Cannot offload xfrm states with AEAD ICV length other than 128bit");
+		return -EINVAL;
+	}
+	if (x->aead->alg_key_len != 128 + 32 && x->aead->alg_key_len != 256 + 32) {
+		NL_SET_ERR_MSG_MOD(extack, "Cannot offload xfrm states with AEAD key length other than 128/256 bit");
+		return -EINVAL;
+	}
+	if (x->geniv && strcmp(x->geniv, "seqiv")) {
+		NL_SET_ERR_MSG_MOD(extack, "Cannot offload xfrm states with geniv other than seqiv");
+		return -EINVAL;
+	}
+	if (x->tfcpad) {
+		NL_SET_ERR_MSG_MOD(extack, "Cannot offload xfrm states with tfc padding");
+		return -EINVAL;
+	}
+	if (x->sel.proto != IPPROTO_IP && x->sel.proto != IPPROTO_TCP && x->sel.proto != IPPROTO_UDP) {
+		NL_SET_ERR_MSG_MOD(extack, "Device does not support upper protocol other than TCP/UDP");
+		return -EINVAL;
+	}
+	if (x->props.mode != XFRM_MODE_TRANSPORT && x->props.mode != XFRM_MODE_TUNNEL) {
+		NL_SET_ERR_MSG_MOD(extack, "Only transport and tunnel xfrm states may be offloaded");
+		return -EINVAL;
+	}
+	if (x->sel.family != AF_UNSPEC && x->sel.family != x->props.family) {
+		NL_SET_ERR_MSG_MOD(extack, "Cannot offload xfrm states with different inner and outer address families");
+		return -EINVAL;
+	}
+	if (x->encap) {
+		NL_SET_ERR_MSG_MOD(extack, "Encapsulated (NAT-T) xfrm states are not supported by this device");
+		return -EINVAL;
+	}
+	if (!packet) {
+		NL_SET_ERR_MSG_MOD(extack, "Crypto offload is not supported by this device, only packet offload");
+		return -EOPNOTSUPP;
+	}
+	if (!x->props.reqid) {
+		NL_SET_ERR_MSG_MOD(extack, "Cannot offload without reqid");
+		return -EINVAL;
+	}
+	if (x->lft.soft_byte_limit > x->lft.hard_byte_limit ||
+	    x->lft.soft_packet_limit > x->lft.hard_packet_limit || !x->lft.hard_byte_limit ||
+	    !x->lft.hard_packet_limit) {
+		NL_SET_ERR_MSG_MOD(extack, "Soft limits must be below hard limits and neither may be 0");
+		return -EINVAL;
+	}
+	if (inbound) {
+		u32 w = x->replay_esn ? x->replay_esn->replay_window : x->props.replay_window;
+
+		if (w != 32 && w != 64 && w != 128 && w != 256) {
+			NL_SET_ERR_MSG_MOD(extack, "Cannot offload replay window other than 32/64/128/256");
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static int swsim_state_add(struct xfrm_state *x, struct netlink_ext_ack *extack)
+{
+	struct swsim_priv *p = priv_of(x->xso.dev);
+	struct swsim_sa *sa;
+	int err = swsim_check_state(x, extack);
+
+	if (err)
+		return err;
+	sa = kzalloc(sizeof(*sa), GFP_KERNEL);
+	if (!sa)
+		return -ENOMEM;
+	sa->aead = crypto_alloc_aead("rfc4106(gcm(aes))", 0, CRYPTO_ALG_ASYNC);
+	if (IS_ERR(sa->aead)) {
+		err = PTR_ERR(sa->aead);
+		NL_SET_ERR_MSG_MOD(extack, "Device has no AES-GCM engine (rfc4106(gcm(aes)) unavailable)");
+		goto free;
+	}
+	err = crypto_aead_setkey(sa->aead, x->aead->alg_key, (x->aead->alg_key_len + 7) / 8) ?:
+	      crypto_aead_setauthsize(sa->aead, SWSIM_ICV_LEN);
+	if (err) {
+		NL_SET_ERR_MSG_MOD(extack, "Device rejected the AES-GCM key");
+		goto free_aead;
+	}
+	sa->x = x;
+	sa->inbound = x->xso.dir == XFRM_DEV_OFFLOAD_IN;
+	sa->esn = !!(x->props.flags & XFRM_STATE_ESN);
+	if (x->replay_esn) {
+		sa->oseq = ((u64)x->replay_esn->oseq_hi << 32) | x->replay_esn->oseq;
+		sa->top = ((u64)x->replay_esn->seq_hi << 32) | x->replay_esn->seq;
+		sa->window = x->replay_esn->replay_window;
+	} else {
+		sa->oseq = x->replay.oseq;
+		sa->top = x->replay.seq;
+		sa->window = x->props.replay_window;
+	}
+	/* continue from the kernel's replay state: everything up to top counts as seen */
+	if (sa->top)
+		bitmap_fill(sa->bitmap, SWSIM_MAX_WINDOW);
+	spin_lock_bh(&p->lock);
+	if (p->nsa >= swsim_max_sa) {
+		spin_unlock_bh(&p->lock);
+		NL_SET_ERR_MSG_MOD(extack, "Device SA table is full (swsim max_sa)");
+		err = -ENOSPC;
+		goto free_aead;
+	}
+	list_add(&sa->list, &p->sas);	/* newest first: it wins lookups by reqid */
+	p->nsa++;
+	spin_unlock_bh(&p->lock);
+	x->xso.offload_handle = (unsigned long)sa;
+	return 0;
+free_aead:
+	crypto_free_aead(sa->aead);
+free:
+	kfree(sa);
+	return err;
+}
+
+static void swsim_state_delete(struct xfrm_state *x)
+{
+	struct swsim_priv *p = priv_of(x->xso.dev);
+	struct swsim_sa *sa = (struct swsim_sa *)x->xso.offload_handle;
+
+	if (!sa)
+		return;
+	spin_lock_bh(&p->lock);
+	list_del_init(&sa->list);
+	p->nsa--;
+	spin_unlock_bh(&p->lock);
+}
+
+static void swsim_state_free(struct xfrm_state *x)
+{
+	struct swsim_sa *sa = (struct swsim_sa *)x->xso.offload_handle;
+
+	if (!sa)
+		return;
+	x->xso.offload_handle = 0;
+	crypto_free_aead(sa->aead);
+	kfree_sensitive(sa);
+}
+
+static bool swsim_offload_ok(struct sk_buff *skb, struct xfrm_state *x)
+{
+	return true;
+}
+
+static void swsim_advance_esn(struct xfrm_state *x)
+{
+	/* the device tracks the high sequence bits itself (swsim_sa.top) */
+}
+
+/* GETSA and dumps ask for the device's counters (kernel >= 6.4). */
+static void swsim_update_stats(struct xfrm_state *x)
+{
+	struct swsim_priv *p = priv_of(x->xso.dev);
+	struct swsim_sa *sa = (struct swsim_sa *)x->xso.offload_handle;
+
+	if (!sa)
+		return;
+	spin_lock_bh(&p->lock);
+	x->curlft.bytes = sa->bytes;
+	x->curlft.packets = sa->packets;
+	x->stats.replay = sa->replay_fail;
+	x->stats.integrity_failed = sa->integrity_fail;
+	/* report the sequence numbers the device reached, so a move back to software continues */
+	if (x->replay_esn) {
+		if (!sa->inbound) {
+			x->replay_esn->oseq = lower_32_bits(sa->oseq);
+			x->replay_esn->oseq_hi = upper_32_bits(sa->oseq);
+		} else {
+			x->replay_esn->seq = lower_32_bits(sa->top);
+			x->replay_esn->seq_hi = upper_32_bits(sa->top);
+		}
+	} else if (!sa->inbound) {
+		x->replay.oseq = lower_32_bits(sa->oseq);
+	} else {
+		x->replay.seq = lower_32_bits(sa->top);
+	}
+	spin_unlock_bh(&p->lock);
+}
+
+static int swsim_policy_add(struct xfrm_policy *xp, struct netlink_ext_ack *extack)
+{
+	struct swsim_priv *p = priv_of(xp->xdo.dev);
+	struct swsim_pol *pol;
+
+	if (xp->type != XFRM_POLICY_TYPE_MAIN) {
+		NL_SET_ERR_MSG_MOD(extack, "Cannot offload non-main policy types");
+		return -EINVAL;
+	}
+	if (xp->xdo.dir != XFRM_DEV_OFFLOAD_IN && xp->xdo.dir != XFRM_DEV_OFFLOAD_OUT) {
+		NL_SET_ERR_MSG_MOD(extack, "Cannot offload forward policy");
+		return -EINVAL;
+	}
+	if (xp->xfrm_nr > 1) {
+		NL_SET_ERR_MSG_MOD(extack, "Cannot offload policy with more than one template");
+		return -EINVAL;
+	}
+	if (xp->selector.proto != IPPROTO_IP && xp->selector.proto != IPPROTO_TCP &&
+	    xp->selector.proto != IPPROTO_UDP) {
+		NL_SET_ERR_MSG_MOD(extack, "Device does not support upper protocol other than TCP/UDP");
+		return -EINVAL;
+	}
+	if (xp->xfrm_nr == 1 && !xp->xfrm_vec[0].reqid) {
+		NL_SET_ERR_MSG_MOD(extack, "Cannot offload policy without reqid");
+		return -EINVAL;
+	}
+	pol = kzalloc(sizeof(*pol), GFP_KERNEL);
+	if (!pol)
+		return -ENOMEM;
+	pol->xp = xp;
+	spin_lock_bh(&p->lock);
+	list_add_tail(&pol->list, &p->pols);
+	spin_unlock_bh(&p->lock);
+	xp->xdo.offload_handle = (unsigned long)pol;
+	return 0;
+}
+
+static void swsim_policy_delete(struct xfrm_policy *xp)
+{
+	struct swsim_priv *p = priv_of(xp->xdo.dev);
+	struct swsim_pol *pol = (struct swsim_pol *)xp->xdo.offload_handle;
+
+	if (!pol)
+		return;
+	spin_lock_bh(&p->lock);
+	list_del_init(&pol->list);
+	spin_unlock_bh(&p->lock);
+}
+
+static void swsim_policy_free(struct xfrm_policy *xp)
+{
+	kfree((void *)xp->xdo.offload_handle);
+	xp->xdo.offload_handle = 0;
+}
+
+const struct xfrmdev_ops swsim_xfrmdev_ops = {
+	.xdo_dev_state_add = swsim_state_add,
+	.xdo_dev_state_delete = swsim_state_delete,
+	.xdo_dev_state_free = swsim_state_free,
+	.xdo_dev_offload_ok = swsim_offload_ok,
+	.xdo_dev_state_advance_esn = swsim_advance_esn,
+	.xdo_dev_state_update_stats = swsim_update_stats,
+	.xdo_dev_policy_add = swsim_policy_add,
+	.xdo_dev_policy_delete = swsim_policy_delete,
+	.xdo_dev_policy_free = swsim_policy_free,
+};
+
+/* The flow of an outgoing frame (Ethernet header at skb->data), as a selector sees it. */
+struct swsim_flow {
+	int family;
+	xfrm_address_t saddr, daddr;
+	u8 proto;
+	__be16 sport, dport;	/* ICMP: type and code, as the kernel's selector match uses them */
+};
+
+static bool swsim_flow(struct sk_buff *skb, struct swsim_flow *f)
+{
+	unsigned int off = ETH_HLEN;
+	u8 _v, *v = skb_header_pointer(skb, off, 1, &_v);
+
+	/*
+	 * The IP version, not the Ethernet type: a forwarded tunnel-mode packet comes
+	 * from xfrm_dev_direct_output with whatever L2 bytes were in its headroom.
+	 */
+	memset(f, 0, sizeof(*f));
+	if (!v)
+		return false;
+	if (*v >> 4 == 4) {
+		struct iphdr _ih, *ih = skb_header_pointer(skb, off, sizeof(_ih), &_ih);
+
+		if (!ih || ih->ihl < 5)
+			return false;
+		f->saddr.a4 = ih->saddr;
+		f->daddr.a4 = ih->daddr;
+		f->proto = ih->protocol;
+		off += ih->ihl * 4;
+		f->family = AF_INET;
+	} else if (*v >> 4 == 6) {
+		struct ipv6hdr _ih, *ih = skb_header_pointer(skb, off, sizeof(_ih), &_ih);
+
+		if (!ih)
+			return false;
+		f->saddr.in6 = ih->saddr;
+		f->daddr.in6 = ih->daddr;
+		f->proto = ih->nexthdr;	/* extension headers: matched as their own protocol */
+		off += sizeof(*ih);
+		f->family = AF_INET6;
+	} else {
+		return false;
+	}
+	if (f->proto == IPPROTO_TCP || f->proto == IPPROTO_UDP) {
+		__be16 _ports[2], *ports = skb_header_pointer(skb, off, sizeof(_ports), _ports);
+
+		if (ports) {
+			f->sport = ports[0];
+			f->dport = ports[1];
+		}
+	} else if (f->proto == IPPROTO_ICMP || f->proto == IPPROTO_ICMPV6) {
+		u8 _tc[2], *tc = skb_header_pointer(skb, off, sizeof(_tc), _tc);
+
+		if (tc) {
+			f->sport = htons(tc[0]);
+			f->dport = htons(tc[1]);
+		}
+	}
+	return true;
+}
+
+static bool swsim_sel_match(const struct xfrm_selector *sel, const struct swsim_flow *f, int ifindex)
+{
+	bool addrs = f->family == AF_INET
+		? addr4_match(f->daddr.a4, sel->daddr.a4, sel->prefixlen_d) &&
+		  addr4_match(f->saddr.a4, sel->saddr.a4, sel->prefixlen_s)
+		: addr_match(&f->daddr, &sel->daddr, sel->prefixlen_d) &&
+		  addr_match(&f->saddr, &sel->saddr, sel->prefixlen_s);
+
+	return addrs && !((f->dport ^ sel->dport) & sel->dport_mask) &&
+	       !((f->sport ^ sel->sport) & sel->sport_mask) &&
+	       (f->proto == sel->proto || !sel->proto) && (sel->ifindex == ifindex || !sel->ifindex);
+}
+
+/*
+ * Transmit side of the hardware: match the frame against the offloaded OUT
+ * policies (lowest priority value wins, as flow-steering priorities do), then
+ * the newest outbound SA with the template's reqid. NULL: send as is (no
+ * policy, or a bypass). ERR_PTR(-ENOENT): a policy without SA or a block: drop.
+ * Called with p->lock held.
+ */
+struct swsim_sa *swsim_out_sa(struct swsim_priv *p, struct sk_buff *skb, int family_unused)
+{
+	struct swsim_pol *pol, *best = NULL;
+	struct swsim_flow fl;
+	struct xfrm_tmpl *t;
+	struct swsim_sa *sa;
+	int family;
+
+	if (!swsim_flow(skb, &fl))
+		return NULL;
+	family = fl.family;
+	list_for_each_entry(pol, &p->pols, list) {
+		if (pol->xp->xdo.dir != XFRM_DEV_OFFLOAD_OUT || pol->xp->family != family)
+			continue;
+		if (!swsim_sel_match(&pol->xp->selector, &fl, skb->dev->ifindex))
+			continue;
+		if (!best || pol->xp->priority < best->xp->priority)
+			best = pol;
+	}
+	if (!best)
+		return NULL;
+	if (best->xp->action != XFRM_POLICY_ALLOW)
+		return ERR_PTR(-EPERM);
+	if (!best->xp->xfrm_nr)
+		return NULL;	/* bypass */
+	t = &best->xp->xfrm_vec[0];
+	list_for_each_entry(sa, &p->sas, list) {
+		const xfrm_address_t *dst = &t->id.daddr;
+
+		if (sa->inbound || sa->x->props.reqid != t->reqid || sa->x->props.family != family)
+			continue;
+		if (sa->x->props.mode == XFRM_MODE_TRANSPORT)
+			dst = &fl.daddr;
+		if (xfrm_addr_equal(&sa->x->id.daddr, dst, family))
+			return sa;
+	}
+	return ERR_PTR(-ENOENT);
+}
+
+/* Receive side: the inbound packet-offloaded SA for (daddr, spi). Called with p->lock held. */
+struct swsim_sa *swsim_in_sa(struct swsim_priv *p, int family, const xfrm_address_t *daddr, __be32 spi)
+{
+	struct swsim_sa *sa;
+
+	list_for_each_entry(sa, &p->sas, list)
+		if (sa->inbound && sa->x->id.spi == spi && sa->x->props.family == family &&
+		    xfrm_addr_equal(&sa->x->id.daddr, daddr, family))
+			return sa;
+	return NULL;
+}
