@@ -290,3 +290,19 @@ lab_initiate_many() {
         fi
     done
 }
+
+# lab_xfrm NS state|policy: `ip -s -d xfrm` of NS (iproute2 6.15) with every key redacted,
+# so job output never carries key material.
+lab_xfrm() {
+    ip -n "$1" -s -d xfrm "$2" | sed -E 's/^(\s*(aead|enc|auth|auth-trunc|comp) \S+) 0x[0-9a-f]+/\1 <key>/'
+}
+
+# lab_capture_start NS: capture ESP frames on NS's wan into /run/NS.esp (LAB_CAPTURE = pid).
+lab_capture_start() {
+    rm -f "/run/$1.esp" "/run/$1.esp.err"
+    ip netns exec "$1" "$LAB_PY" "$LAB_DIR/jobs/esp_wire.py" capture wan "/run/$1.esp" 2>"/run/$1.esp.err" &
+    LAB_CAPTURE=$!
+    local i
+    for i in $(seq 1 100); do grep -q ready "/run/$1.esp.err" 2>/dev/null && return 0; sleep 0.1; done
+    lab_die "capture on $1 did not start: $(cat "/run/$1.esp.err")"
+}

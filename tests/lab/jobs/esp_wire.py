@@ -1,0 +1,77 @@
+"""Inside the lab VM: capture ESP on a gateway's wire and decrypt it with `cryptography`.
+
+    esp_wire.py capture IFACE OUT     (in the netns: ip netns exec NS ...) until SIGTERM
+    esp_wire.py decrypt NS OUT        keys read from NS's kernel over netlink, never printed
+
+The decryption is independent of the kernel and of swsim: AES-GCM per RFC 4106 with
+the key and salt the kernel reports, nonce = salt || explicit IV, AAD = SPI || seq.
+It prints, per SPI, how many frames decrypted and the sequence numbers seen, as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import struct
+import sys
+
+ETH_P_ALL = 0x0003
+
+
+def capture(iface: str, out: str) -> None:
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    s.bind((iface, 0))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with open(out, "w", buffering=1) as f:
+        print("ready", file=sys.stderr, flush=True)
+        while True:
+            frame, addr = s.recvfrom(65535)
+            if esp_of(frame) is not None:
+                f.write(f"{addr[2]} {frame.hex()}\n")  # addr[2]: packet type (4 = outgoing)
+
+
+def esp_of(frame: bytes) -> bytes | None:
+    """The ESP part of an Ethernet frame (no UDP encapsulation in the lab), or None."""
+    etype = struct.unpack_from("!H", frame, 12)[0]
+    ip = frame[14:]
+    if etype == 0x0800 and len(ip) >= 20 and ip[9] == 50:
+        total = struct.unpack_from("!H", ip, 2)[0]
+        return ip[(ip[0] & 15) * 4 : total]
+    if etype == 0x86DD and len(ip) >= 40 and ip[6] == 50:
+        return ip[40 : 40 + struct.unpack_from("!H", ip, 4)[0]]
+    return None
+
+
+def decrypt(ns: str, path: str) -> None:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from swan_offload.backend import NetlinkBackend
+
+    keys = {s.spi: s.aead.key.reveal() for s in NetlinkBackend(ns).dump_states() if s.aead is not None}
+    esn = {s.spi: s.replay_esn is not None and bool(s.flags & 128) for s in NetlinkBackend(ns).dump_states()}
+    out: dict[str, dict] = {}
+    for line in open(path):
+        _ptype, hexframe = line.split()
+        esp = esp_of(bytes.fromhex(hexframe))
+        spi, seq = struct.unpack_from("!II", esp)
+        row = out.setdefault(f"{spi:08x}", {"frames": 0, "decrypted": 0, "seqs": []})
+        row["frames"] += 1
+        row["seqs"].append(seq)
+        key = keys.get(spi)
+        if key is None or esn.get(spi):
+            continue  # not a current SA of NS (or ESN, whose high bits are not on the wire)
+        iv, body = esp[8:16], esp[16:]
+        try:
+            AESGCM(key[:-4]).decrypt(key[-4:] + iv, body, esp[:8])
+        except Exception:
+            continue
+        row["decrypted"] += 1
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "capture":
+        capture(sys.argv[2], sys.argv[3])
+    else:
+        decrypt(sys.argv[2], sys.argv[3])
