@@ -91,3 +91,5 @@ def test_interop_offloaded_tunnels_carry_real_esp(sim_job):
     assert any(b - a > 1 for a, b in zip(sw_phase, sw_phase[1:])), "the outbound SA moved while traffic ran"
     assert "leftover" not in sec["dmesg"], sec["dmesg"]
     assert "<key>" in sec["state"]  # iproute2's output reached us redacted
+    nokeys = section_json(sec, "nokeys")
+    assert nokeys["keys"] == 4 and nokeys["found_in"] == ["/run/nokeys-control"], nokeys

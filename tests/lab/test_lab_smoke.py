@@ -13,9 +13,9 @@ set -e
 ip -V
 lab_up
 echo "== sas"; lab_swanctl gwa --list-sas
-echo "== before"; ip -n gwa -s -d xfrm state
+echo "== before"; lab_xfrm gwa state
 echo "== ping"; lab_ping 5 || true
-echo "== after"; ip -n gwa -s -d xfrm state
+echo "== after"; lab_xfrm gwa state
 echo "== end"
 """
 

@@ -306,3 +306,20 @@ lab_capture_start() {
     for i in $(seq 1 100); do grep -q ready "/run/$1.esp.err" 2>/dev/null && return 0; sleep 0.1; done
     lab_die "capture on $1 did not start: $(cat "/run/$1.esp.err")"
 }
+
+# lab_nokeys: section "nokeys" with {"keys": N, "found_in": [...]}: every key of gwa's and
+# gwb's states searched (hex) in everything the job printed so far and in the agent's log.
+# A control file with iproute2's unredacted output must be the only one found.
+lab_nokeys() {
+    lab_section nokeys
+    ip -n gwa xfrm state >/run/nokeys-control
+    "$LAB_PY" - "$LAB_OUT/stdout" "$LAB_OUT/stderr" /run/so.log /run/nokeys-control "$@" <<'PY'
+import json, os, sys
+from swan_offload.backend import NetlinkBackend
+keys = {a.key.reveal().hex() for ns in ("gwa", "gwb") for s in NetlinkBackend(ns).dump_states()
+        for a in (s.aead, s.crypt, s.auth) if a is not None}
+texts = {f: open(f, errors="replace").read().lower() for f in sys.argv[1:] if os.path.exists(f)}
+print(json.dumps({"keys": len(keys), "files": len(texts),
+                  "found_in": sorted({f for f, t in texts.items() for k in keys if k in t})}))
+PY
+}

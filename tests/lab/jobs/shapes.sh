@@ -20,8 +20,9 @@ lab_section pingtrans; ip netns exec gwa busybox ping -c 3 -w 10 192.0.2.2 || tr
 lab_section ping6; lab_ping 3 fd00:2::2 || true
 lab_check kernel
 lab_check peer gwb
-lab_section ipstate; ip -n gwa -s -d xfrm state
-lab_section ippolicy; ip -n gwa -d xfrm policy
+lab_section ipstate; lab_xfrm gwa state
+lab_section ippolicy; lab_xfrm gwa policy
 kill $LAB_AGENT; wait $LAB_AGENT || true
 lab_section log; cat /run/so.log
+lab_nokeys
 lab_section end

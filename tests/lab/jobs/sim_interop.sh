@@ -30,4 +30,5 @@ lab_section wire; "$LAB_PY" "$LAB_DIR/jobs/esp_wire.py" decrypt gwa /run/gwb.esp
 lab_section dmesg; dmesg | grep -iE "leftover|swsim|bug|warn" || true
 kill $LAB_AGENT; wait $LAB_AGENT || true
 lab_section log; cat /run/so.log
+lab_nokeys
 lab_section end
