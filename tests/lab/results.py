@@ -41,3 +41,17 @@ def ip_states(text: str) -> dict[str, str]:
         if m:
             out[m[1]] = block
     return out
+
+
+def assert_consistent(snap: dict, where: str, why: str) -> None:
+    """Every SA of charon's installed CHILD_SAs once in the kernel, nothing else, nothing of ours stale."""
+    assert snap["missing"] == [], (where, snap["missing"], why)
+    assert snap["duplicate"] == [], (where, snap["duplicate"], why)
+    assert snap["orphan_states"] == [], (where, snap["orphan_states"], why)
+    assert snap["probe_states"] == 0, (where, why)
+    assert snap["stale_agent_policies"] == [], (where, snap["stale_agent_policies"], why)
+
+
+def received(sec: str, n: int) -> bool:
+    """busybox ping's summary says all n echo requests were answered."""
+    return f"{n} packets transmitted, {n} packets received" in sec

@@ -10,34 +10,13 @@ and the agent leaves nothing behind. tests/lab/sim reruns these with SAs in "har
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
-from .results import detail, ip_states, section_json, sections
+from .results import assert_consistent, detail, ip_states, received, section_json
 
 pytestmark = pytest.mark.lab
-JOBS = Path(__file__).parent / "jobs"
 REFUSED = "Policy offload is not supported"  # the 6.12 kernel's text for veth
-
-
-def run(lab_run_job, name: str, timeout: float):
-    res = lab_run_job((JOBS / name).read_text(), timeout=timeout)
-    assert res.rc == 0, detail(res)
-    return res, sections(res.stdout)
-
-
-def assert_consistent(snap: dict, where: str, why: str) -> None:
-    """Every SA of charon's installed CHILD_SAs once in the kernel, nothing else, nothing of ours stale."""
-    assert snap["missing"] == [], (where, snap["missing"], why)
-    assert snap["duplicate"] == [], (where, snap["duplicate"], why)
-    assert snap["orphan_states"] == [], (where, snap["orphan_states"], why)
-    assert snap["probe_states"] == 0, (where, why)
-    assert snap["stale_agent_policies"] == [], (where, snap["stale_agent_policies"], why)
-
-
-def received(sec: str, n: int) -> bool:
-    return f"{n} packets transmitted, {n} packets received" in sec
 
 
 def matches_plan(plan_row: dict, status_row: dict) -> bool:
@@ -51,9 +30,9 @@ def matches_plan(plan_row: dict, status_row: dict) -> bool:
     return mode == fb or crypto_refused
 
 
-def test_shapes_and_plan(lab_run_job):
+def test_shapes_and_plan(lab_job):
     """Scenario 3 (transport, IPv6, two CHILD_SAs in one IKE_SA, ESN) and 8 (plan = what is installed)."""
-    res, sec = run(lab_run_job, "shapes.sh", timeout=480)
+    res, sec = lab_job("shapes.sh", timeout=480)
     why = detail(res)
     before, kernel, peer = (section_json(sec, k) for k in ("before", "kernel", "peer"))
     kids = {c["child"]: c for c in before["children"]}
@@ -116,9 +95,9 @@ def decided(status: dict) -> dict[tuple[str, int], dict]:
     return {(c["child"], c["uniqueid"]): c for c in status["children"] if c["mode"] != "pending"}
 
 
-def test_rekey_terminate_and_charon_restart(lab_run_job):
+def test_rekey_terminate_and_charon_restart(lab_job):
     """Scenarios 4 (swanctl --rekey and lifetime rekeys), 5 (child and IKE termination), 7 (charon restart)."""
-    res, sec = run(lab_run_job, "lifecycle.sh", timeout=600)
+    res, sec = lab_job("lifecycle.sh", timeout=600)
     why = detail(res)
     snaps = {k: section_json(sec, k) for k in ("start", "rekeyed", "lifetime", "child_down", "ike_down", "restart_before", "restart_after")}
     for name, snap in snaps.items():
@@ -159,9 +138,9 @@ def test_rekey_terminate_and_charon_restart(lab_run_job):
     assert received(sec["ping"], 3), why
 
 
-def test_kill_9_with_50_child_sas(lab_run_job):
+def test_kill_9_with_50_child_sas(lab_job):
     """Scenario 6: the agent killed three times mid-run over 50 CHILD_SAs, then restarted."""
-    res, sec = run(lab_run_job, "kill9.sh", timeout=900)
+    res, sec = lab_job("kill9.sh", timeout=900)
     why = detail(res)
     up = section_json(sec, "up")
     kids = [c for c in up["children"] if c["state"] == "INSTALLED"]

@@ -8,32 +8,12 @@ the key the kernel reports (tests/lab/jobs/esp_wire.py); keys never reach this o
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
-from .results import detail, ip_states, section_json, sections
-from .test_lab_scenarios import assert_consistent, received
+from .results import assert_consistent, detail, ip_states, received, section_json
 
 pytestmark = pytest.mark.lab
-JOBS = Path(__file__).parent / "jobs"
-SIM_KO = Path(__file__).resolve().parents[2] / ".lab" / "sim"
-
-
-@pytest.fixture
-def sim_job(lab_run_job):
-    """Run a job with the swsim module, or skip/fail (TIERS_REQUIRED) if it is not built."""
-    from helpers import skip_unless_required
-
-    if not list(SIM_KO.glob("*/swsim.ko")):
-        skip_unless_required("swsim.ko not built: tests/lab/sim/build.sh")
-
-    def run(name: str, timeout: float, env: dict | None = None):
-        res = lab_run_job((JOBS / name).read_text(), timeout=timeout, env=env)
-        assert res.rc == 0, detail(res)
-        return res, sections(res.stdout)
-
-    return run
 
 
 def test_interop_offloaded_tunnels_carry_real_esp(sim_job):

@@ -167,8 +167,9 @@ LAB_SO="$LAB_DIR/../../.venv/bin/swan-offload"
 LAB_PY="$LAB_DIR/../../.venv/bin/python"
 
 # lab_agent_conf [RULES...]: write /run/so.toml for gwa's charon; each RULE is "match fallback".
+# LAB_AGENT_EXTRA: more lines for the [agent] table (e.g. "seq_margin = 8").
 lab_agent_conf() {
-    printf '[vici]\nsocket = "/run/gwa/charon.vici"\nreconnect_max_seconds = 1\n[agent]\nstatus_file = "/run/so-status.json"\nresync_seconds = 2\n' >/run/so.toml
+    printf '[vici]\nsocket = "/run/gwa/charon.vici"\nreconnect_max_seconds = 1\n[agent]\nstatus_file = "/run/so-status.json"\nresync_seconds = 2\n%s\n' "${LAB_AGENT_EXTRA:-}" >/run/so.toml
     local r
     for r in "$@"; do
         printf '[[rule]]\nmatch = "%s"\nfallback = "%s"\n' "${r% *}" "${r#* }" >>/run/so.toml
@@ -180,20 +181,6 @@ lab_agent_start() {
     rm -f /run/so-status.json
     ip netns exec gwa "$LAB_SO" -c /run/so.toml run >>/run/so.log 2>&1 &
     LAB_AGENT=$!
-}
-
-# lab_agent_wait N: wait until status holds at least N decided (not pending) CHILD_SAs.
-lab_agent_wait() {
-    local i
-    for i in $(seq 1 ${2:-200}); do
-        "$LAB_PY" - "$1" <<'PY' 2>/dev/null && return 0
-import json, sys
-d = json.load(open("/run/so-status.json"))
-sys.exit(0 if d["agent"]["vici_connected"] and sum(c["mode"] != "pending" for c in d["children"]) >= int(sys.argv[1]) else 1)
-PY
-        sleep 0.3
-    done
-    lab_die "agent did not decide $1 CHILD_SAs: $(tail -n 5 /run/so.log)"
 }
 
 # lab_agent_settled: wait until the agent has decided exactly the CHILD_SAs charon lists as

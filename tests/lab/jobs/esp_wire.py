@@ -48,8 +48,9 @@ def decrypt(ns: str, path: str) -> None:
 
     from swan_offload.backend import NetlinkBackend
 
-    keys = {s.spi: s.aead.key.reveal() for s in NetlinkBackend(ns).dump_states() if s.aead is not None}
-    esn = {s.spi: s.replay_esn is not None and bool(s.flags & 128) for s in NetlinkBackend(ns).dump_states()}
+    states = NetlinkBackend(ns).dump_states()
+    keys = {s.spi: s.aead.key.reveal() for s in states if s.aead is not None}
+    esn = {s.spi: s.replay_esn is not None and bool(s.flags & 128) for s in states}
     out: dict[str, dict] = {}
     for line in open(path):
         _ptype, hexframe = line.split()

@@ -9,9 +9,7 @@ lab_initiate net6 net6
 lab_capture_start gwb
 lab_section ping_sw; lab_ping 3
 lab_pinger 150
-lab_agent_conf "net/* software" "net6/* software"
-printf 'seq_margin = 8\n' >>/run/so.toml.agent
-sed -i '/^\[agent\]/r /run/so.toml.agent' /run/so.toml
+LAB_AGENT_EXTRA="seq_margin = 8" lab_agent_conf "net/* software" "net6/* software"
 lab_agent_start
 lab_agent_settled
 wait $LAB_PINGER || true

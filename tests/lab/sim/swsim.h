@@ -52,7 +52,7 @@ struct swsim_priv {
 extern const struct xfrmdev_ops swsim_xfrmdev_ops;
 
 /* swsim_xfrm.c: tables */
-struct swsim_sa *swsim_out_sa(struct swsim_priv *p, struct sk_buff *skb, int family);
+struct swsim_sa *swsim_out_sa(struct swsim_priv *p, struct sk_buff *skb);
 struct swsim_sa *swsim_in_sa(struct swsim_priv *p, int family, const xfrm_address_t *daddr, __be32 spi);
 
 /* swsim_esp.c: the datapath; both consume skb and return the frame to pass on, or NULL */

@@ -32,7 +32,7 @@ static netdev_tx_t swsim_xmit(struct sk_buff *skb, struct net_device *dev)
 	if (!peer || !netif_carrier_ok(dev))
 		goto drop;
 	spin_lock_bh(&p->lock);
-	sa = swsim_out_sa(p, skb, 0);
+	sa = swsim_out_sa(p, skb);
 	if (IS_ERR(sa)) {
 		spin_unlock_bh(&p->lock);
 		goto drop;			/* an offloaded policy without SA, or a block */

@@ -360,7 +360,7 @@ static bool swsim_sel_match(const struct xfrm_selector *sel, const struct swsim_
  * policy, or a bypass). ERR_PTR(-ENOENT): a policy without SA or a block: drop.
  * Called with p->lock held.
  */
-struct swsim_sa *swsim_out_sa(struct swsim_priv *p, struct sk_buff *skb, int family_unused)
+struct swsim_sa *swsim_out_sa(struct swsim_priv *p, struct sk_buff *skb)
 {
 	struct swsim_pol *pol, *best = NULL;
 	struct swsim_flow fl;
