@@ -257,9 +257,15 @@ class Reconciler:
             if isinstance(op, AddPolicy) and err is None:
                 repair.append(DelPolicy(op.policy.id, "undo " + op.policy.describe()))
         for i, (op, err) in enumerate(zip(ops, errs)):
-            if not isinstance(op, AddState) or errs[i - 1] is not None:
-                continue  # the original was never removed
+            if not isinstance(op, AddState):
+                continue
             cur, new, outbound = moved[op.state.id]
+            if errs[i - 1] is not None:
+                # the original could not be removed: if it was already gone (charon deleted it
+                # between our read and the batch), a replacement that got in would be an orphan
+                if err is None:
+                    repair.append(DelState(new.id, "remove replacement of a state charon deleted"))
+                continue
             # the replacement may have carried traffic: continue from its counters, never repeat
             live = new if err is None else cur
             back = pl.moved_state(replace(cur, replay=live.replay, replay_esn=live.replay_esn), cur.offload, outbound, self.cfg.seq_margin)

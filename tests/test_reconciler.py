@@ -170,3 +170,30 @@ def test_probe_states_never_serve_traffic_and_leftovers_are_removed():
     Reconciler(k, config.Config(), CAPS).reconcile([ch])
     assert sorted(spi for (_d, spi, _p) in k.states) == sorted([ch.spi_in, ch.spi_out])
     assert [type(op).__name__ for b in k.batches for op in b] == ["DelState"]
+
+
+class CharonDeletesDuringMove(MemoryBackend):
+    """charon deletes the outbound SA right after the agent's last read of it (a rekey or delete racing the move)."""
+
+    def __init__(self, spi, *a, **kw):
+        super().__init__(*a, **kw)
+        self.victim, self.reads = spi, 0
+
+    def get_state(self, sid):
+        st = super().get_state(sid)
+        if sid.spi == self.victim and st is not None and st.offload is None:
+            self.reads += 1
+            if self.reads == 1:  # the probe runs on copies; this is the read just before the swap
+                self.states.pop(self._skey(sid))
+        return st
+
+
+def test_state_deleted_by_charon_during_the_move_is_not_recreated():
+    ch = child()
+    k = kernel_with([ch], cls=lambda refuse=None: CharonDeletesDuringMove(ch.spi_out, refuse))
+    r = Reconciler(k, config.Config(), CAPS)
+    r.reconcile([ch])
+    assert k.reads == 1
+    # the agent's DELSA failed, its NEWSA of the same SPI got in: that replacement must be gone again
+    assert (ch.remote_host, ch.spi_out, c.IPPROTO_ESP) not in k.states
+    assert all(s.spi != ch.spi_out for s in k.states.values())

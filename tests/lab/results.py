@@ -45,6 +45,8 @@ def ip_states(text: str) -> dict[str, str]:
 
 def assert_consistent(snap: dict, where: str, why: str) -> None:
     """Every SA of charon's installed CHILD_SAs once in the kernel, nothing else, nothing of ours stale."""
+    # what both sides held, first in the message: job output is cut to its tail
+    why = f"children {json.dumps(snap.get('children'))}\nstates {json.dumps(snap.get('states'))}\nattempts {snap.get('attempts')}\n{why}"
     assert snap["missing"] == [], (where, snap["missing"], why)
     assert snap["duplicate"] == [], (where, snap["duplicate"], why)
     assert snap["orphan_states"] == [], (where, snap["orphan_states"], why)
