@@ -19,6 +19,8 @@ from .xfrm import messages as m
 from .xfrm import objects as o
 from .xfrm.netlink import Request, XfrmError, XfrmSocket
 
+IFF_UP = 0x1
+
 
 @dataclass(frozen=True)
 class AddState:
@@ -108,7 +110,7 @@ class NetlinkBackend:
             by_name = {}
             for link in ipr.get_links():
                 name = link.get_attr("IFLA_IFNAME")
-                by_name[name] = Device(link["index"], name)
+                by_name[name] = Device(link["index"], name, bool(link["flags"] & IFF_UP))
             by_index = {d.ifindex: d for d in by_name.values()}
             by_addr = {}
             for a in ipr.get_addr():

@@ -55,6 +55,7 @@ class Config:
     seq_margin: int = 65536
     status_file: str = "/run/swan-offload/status.json"
     resync_seconds: float = 30.0
+    rekey_after_restore: bool = True
     rules: tuple[Rule, ...] = field(default_factory=lambda: (Rule(),))
 
     def rule_for(self, conn: str, child: str) -> Rule:
@@ -119,6 +120,7 @@ def parse(text: str, path: str = "<string>") -> Config:
     resync = float(_take(agent, "resync_seconds", (int, float), path, "agent.", 30))
     if resync <= 0:
         raise ConfigError(path, "agent.resync_seconds", "must be positive")
+    rekey_restored = _take(agent, "rekey_after_restore", bool, path, "agent.", True)
     _no_leftovers(agent, path, "agent.")
 
     rules = []
@@ -135,7 +137,7 @@ def parse(text: str, path: str = "<string>") -> Config:
         )
         _no_leftovers(r, path, where)
         rules.append(rule)
-    return Config(path, sock, recon, level, top, bypass, tuple(ports), margin, status_file, resync, tuple(rules))
+    return Config(path, sock, recon, level, top, bypass, tuple(ports), margin, status_file, resync, rekey_restored, tuple(rules))
 
 
 def load(path: str | Path) -> Config:

@@ -21,6 +21,7 @@ from typing import Any
 from . import capability, vici_source
 from .backend import Backend, NetlinkBackend
 from .config import Config
+from .links import LinkMonitor
 from .reconciler import Reconciler
 from .xfrm import constants as c
 from .xfrm.netlink import XfrmSocket
@@ -67,6 +68,7 @@ class Daemon:
         # kernel notifications only exist for a real kernel
         port = getattr(getattr(self.backend, "sock", None), "port", None)
         self.monitor = XfrmMonitor(self.q, port, netns) if port is not None else None
+        self.links = LinkMonitor(self.q, netns) if port is not None else None
         self.stopping = threading.Event()
         self.connected = False
         self.charon_version = ""
@@ -81,8 +83,9 @@ class Daemon:
     def run(self) -> None:
         level = log.info if self.caps.packet_offload else log.warning
         level("%s", self.caps.reason)
-        if self.monitor:
-            self.monitor.start()
+        for t in (self.monitor, self.links):
+            if t:
+                t.start()
         self.listener.start()
         dirty = False
         try:
@@ -106,8 +109,9 @@ class Daemon:
                     dirty = not self.sync()
         finally:
             self.listener.stop()
-            if self.monitor:
-                self.monitor.stop()
+            for t in (self.monitor, self.links):
+                if t:
+                    t.stop()
             self.write_status()
 
     def _handle(self, kind: str, payload: Any) -> bool:
@@ -125,7 +129,9 @@ class Daemon:
             self.last_event = time.time()
             log.info("event %s", vici_source.describe_event(name, msg))
             return True
-        return kind in ("xfrm", "timer")
+        if kind == "link" and payload is not None:
+            self.reconciler.link_changed(*payload)
+        return kind in ("xfrm", "timer", "link")
 
     def _on_connect(self) -> None:
         try:
@@ -153,7 +159,19 @@ class Daemon:
             return False
         self.last_sync = time.time()
         self.write_status()
+        self._rekey_restored()
         return True
+
+    def _rekey_restored(self) -> None:
+        """Children put back in software after a device loss carry an estimated sequence number: new keys end that."""
+        for ch in self.reconciler.take_restored():
+            if not self.cfg.rekey_after_restore:
+                continue
+            try:
+                vici_source.rekey_child(self.cfg.vici_socket, ch.uniqueid)
+                log.info("%s: asked charon to rekey it (restored after a device loss)", ch.label)
+            except vici_source.VICI_ERRORS as e:
+                log.warning("%s: rekey request failed: %s", ch.label, e)
 
     def status(self) -> dict:
         return {

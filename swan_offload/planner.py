@@ -32,6 +32,7 @@ OFF, NATIVE, PENDING = "off", "native", "pending"
 class Device:
     ifindex: int
     name: str
+    up: bool = True  # IFF_UP: a device going down drops every SA and policy offloaded to it
 
 
 @dataclass
@@ -114,6 +115,13 @@ def offload_for(target: str, device: Device | None, inbound: bool) -> Offload | 
     return Offload(device.ifindex, flags)
 
 
+def out_seq(st: XfrmState) -> int:
+    """The outbound sequence number, 64 bits with ESN."""
+    if st.replay_esn is not None:
+        return (st.replay_esn.oseq_hi << 32) | st.replay_esn.oseq
+    return st.replay.oseq if st.replay is not None else 0
+
+
 def moved_state(current: XfrmState, offload: Offload | None, outbound: bool, seq_margin: int) -> XfrmState:
     """The state that replaces ``current``: same SA, new offload, counters carried.
 
@@ -122,7 +130,7 @@ def moved_state(current: XfrmState, offload: Offload | None, outbound: bool, seq
     """
     replay, esn = current.replay, current.replay_esn
     if outbound and esn is not None:
-        total = ((esn.oseq_hi << 32) | esn.oseq) + seq_margin
+        total = out_seq(current) + seq_margin
         esn = replace(esn, oseq=total & 0xFFFFFFFF, oseq_hi=total >> 32)
     elif outbound and replay is not None:
         replay = replace(replay, oseq=min(replay.oseq + seq_margin, 0xFFFFFFFF))
@@ -209,6 +217,9 @@ def plan_child(child: ChildSA, cfg: Config, view: KernelView, clash: str | None)
         # rekeyed or being deleted: charon removes it soon; its policies stay for the successor
         return replace(base, target=PENDING, reason=f"CHILD_SA is {child.state}")
     device, why = _device_for(child, rule, view)
+    if device is not None and not device.up:
+        # the kernel would flush offloaded objects again the moment they got in
+        return replace(base, device=None).fallback(f"device {device.name} is down; offloaded again when it is up")
     crypto_refusal = view.crypto_refusing.get(device.ifindex, "") if device else ""
     crypto_ok = device is not None and not crypto_refusal
     base = replace(base, device=device, crypto_refusal=crypto_refusal)

@@ -10,6 +10,7 @@ the original state is put back at once and the child goes to its fallback.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -56,6 +57,22 @@ class Outcome:
         }
 
 
+@dataclass
+class Held:
+    """The agent's copy of a state it offloaded, keys included (memory only, never logged).
+
+    A device going down takes its offloaded SAs with it; this copy is what goes back
+    into the kernel in software. ``epoch`` is the device's loss count when it was taken.
+    """
+
+    state: XfrmState
+    child: tuple[str, int]
+    outbound: bool
+    epoch: int
+    read_at: float
+    rate: float = 0.0  # outbound packets per second between the last two reads
+
+
 def probe_state(st: XfrmState) -> XfrmState:
     """A throwaway twin of ``st``: random SPI and key, same algorithm and offload.
 
@@ -85,6 +102,10 @@ class Reconciler:
         self.runs = 0
         self.last_plan: pl.Plan | None = None
         self._have: set[tuple] = set()  # kernel identities of the policies present, kept current
+        self.held: dict[tuple[str, int, int], Held] = {}
+        self.losses: dict[int, int] = {}  # ifindex -> times seen going down
+        self.down: set[int] = set()
+        self.restored: dict[tuple[str, int], ChildSA] = {}  # put back in software, not yet rekeyed
 
     # ------------------------------------------------------------ reading
 
@@ -110,6 +131,9 @@ class Reconciler:
         """Bring the kernel to the plan for ``children``; returns the plan that was applied."""
         self.runs += 1
         view = self.view()  # the one dump of this run; self._have follows every change after it
+        self._note_devices(view)
+        if self._restore(children, view):
+            view = self.view()
         self._have = {pl.policy_key(p) for p in view.policies}
         plan = pl.plan(children, self.cfg, view)
         if plan.stale_states:
@@ -131,12 +155,81 @@ class Reconciler:
         self._log_errors(self.backend.apply(stale), "remove stale policy")
         for p in stale:
             log.info("retired %s", p.what)
+        self._hold(plan)
         live = {cp.child.key for cp in plan.children}
+        for k in [k for k, h in self.held.items() if h.child not in live]:
+            del self.held[k]
         for memo in (self.outcomes, self.refused):
             for k in [k for k in memo if k not in live]:
                 del memo[k]
         self.last_plan = plan
         return plan
+
+    # ------------------------------------------------------------ device loss
+
+    def link_changed(self, ifindex: int, up: bool) -> None:
+        """A link event: a device that goes down has lost everything offloaded to it."""
+        if up:
+            self.down.discard(ifindex)
+        elif ifindex not in self.down:
+            self.down.add(ifindex)
+            self.losses[ifindex] = self.losses.get(ifindex, 0) + 1
+            if any(h.state.offload and h.state.offload.ifindex == ifindex for h in self.held.values()):
+                log.warning("device #%d went down: the kernel dropped the SAs and policies offloaded to it", ifindex)
+
+    def _note_devices(self, view: pl.KernelView) -> None:
+        """The dump's view of devices, for losses no link event reported (down, or gone)."""
+        present = {d.ifindex: d for d in view.devices.values()}
+        for ifindex in {h.state.offload.ifindex for h in self.held.values() if h.state.offload} | set(self.down):
+            dev = present.get(ifindex)
+            self.link_changed(ifindex, dev is not None and dev.up)
+
+    def _hold(self, plan: pl.Plan) -> None:
+        """Refresh the copies of offloaded states from this run's dump (the device's counters)."""
+        for cp in plan.children:
+            done = self.outcomes.get(cp.child.key)
+            if done is None or done.mode not in (pl.PACKET, pl.CRYPTO):
+                continue
+            for st, outbound in ((cp.state_out, True), (cp.state_in, False)):
+                if st is not None and st.offload is not None:
+                    self._keep(st, cp.child.key, outbound)
+
+    def _keep(self, st: XfrmState, child: tuple[str, int], outbound: bool) -> None:
+        assert st.offload is not None
+        k = (st.daddr, st.spi, st.proto)
+        prev, now = self.held.get(k), time.monotonic()
+        rate = prev.rate if prev else 0.0
+        if prev and outbound and now > prev.read_at:
+            rate = max(0.0, (pl.out_seq(st) - pl.out_seq(prev.state)) / (now - prev.read_at))
+        self.held[k] = Held(st, child, outbound, self.losses.get(st.offload.ifindex, 0), now, rate)
+
+    def _restore(self, children: list[ChildSA], view: pl.KernelView) -> bool:
+        """Put back in software every held SA a device loss took while charon still uses it."""
+        live = {ch.key: ch for ch in children if ch.state in ("INSTALLED", "")}
+        todo: list[tuple[tuple[str, int, int], Held, XfrmState, int]] = []
+        for k, h in self.held.items():
+            assert h.state.offload is not None
+            if h.child not in live or k in view.states or self.losses.get(h.state.offload.ifindex, 0) <= h.epoch:
+                continue  # charon removed it, it is still there, or no device loss explains its absence
+            # the device's last sequence number went with it: skip what it could have sent since the last read
+            jump = self.cfg.seq_margin + math.ceil(2 * h.rate * (time.monotonic() - h.read_at)) if h.outbound else 0
+            todo.append((k, h, pl.moved_state(h.state, None, h.outbound, jump), jump))
+        errs = self.backend.apply([AddState(new) for _k, _h, new, _j in todo])
+        for (k, h, new, jump), err in zip(todo, errs):
+            del self.held[k]
+            ch = live[h.child]
+            if err is not None:
+                log.error("%s: could not restore %s after its device went down: %s", ch.label, new.describe(), err.reason)
+                continue
+            self.restored[ch.key] = ch
+            seq = f" (outbound sequence advanced by {jump})" if h.outbound else ""
+            log.warning("%s reqid %d: restored %s in software after device #%d went down%s", ch.label, ch.reqid, new.describe(), h.state.offload.ifindex if h.state.offload else 0, seq)
+        return bool(todo)
+
+    def take_restored(self) -> list[ChildSA]:
+        """Children restored since the last call: their sequence numbers were estimated."""
+        out, self.restored = list(self.restored.values()), {}
+        return out
 
     def _ensure_bypasses(self, plan: pl.Plan) -> bool:
         """Install missing IKE bypasses; a device that refuses them is remembered. True if one did."""
@@ -245,6 +338,9 @@ class Reconciler:
         self._have -= {pl.policy_key(d.id) for d in drop}
         if not any(errs):
             self._have |= {pl.policy_key(a.policy) for a in add}
+            for _cur, new, outbound in fresh:
+                if new.offload is not None:
+                    self._keep(new, cp.child.key, outbound)
             return None
         return self._undo(ops, errs, fresh)
 

@@ -69,6 +69,15 @@ def list_children(path: str, on_error: Callable[[str], None] | None = None) -> l
     return out
 
 
+def rekey_child(path: str, uniqueid: int) -> None:
+    """Ask charon to rekey one CHILD_SA; returns once charon has started the exchange."""
+    sess = _connect(path)
+    try:
+        sess.rekey({"child-id": str(uniqueid)})
+    finally:
+        _close(sess)
+
+
 class Listener(threading.Thread):
     """Puts ("connected"|"disconnected"|"event", payload) on ``q``; reconnects forever."""
 

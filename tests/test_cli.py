@@ -30,6 +30,7 @@ def test_bad_config_names_file_key_reason(tmp_path, capsys):
         ("[vici]\nsockett = 'x'\n", "vici.sockett"),
         ("[agent\n", "<syntax>"),
         ("[agent]\nseq_margin = true\n", "agent.seq_margin"),
+        ("[agent]\nrekey_after_restore = 1\n", "agent.rekey_after_restore"),
     ],
 )
 def test_config_errors(text, key):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+from dataclasses import replace
 
 from factories import ETH, KEY, charon_objects, child
 from swan_offload import config, planner as pl
@@ -197,3 +198,71 @@ def test_state_deleted_by_charon_during_the_move_is_not_recreated():
     # the agent's DELSA failed, its NEWSA of the same SPI got in: that replacement must be gone again
     assert (ch.remote_host, ch.spi_out, c.IPPROTO_ESP) not in k.states
     assert all(s.spi != ch.spi_out for s in k.states.values())
+
+
+def _device_goes_down(k: MemoryBackend, up: bool = False) -> None:
+    """What the kernel does on NETDEV_DOWN: offloaded states and policies vanish, no notification."""
+    if not up:
+        for key in [key for key, s in k.states.items() if s.offload and s.offload.ifindex == ETH.ifindex]:
+            del k.states[key]
+        for key in [key for key, p in k.policies.items() if p.offload and p.offload.ifindex == ETH.ifindex]:
+            del k.policies[key]
+    dev = replace(ETH, up=up)
+    k.names[ETH.name] = dev
+    k.addresses = {a: dev for a in k.addresses}
+
+
+def test_device_down_restores_sas_in_software_then_offloads_again():
+    ch = child()
+    k = kernel_with([ch])
+    r = Reconciler(k, config.Config(seq_margin=100), CAPS)
+    r.reconcile([ch])
+    # traffic: the device sent 50 packets (a dump reports the device's counter)
+    key_out = (ch.remote_host, ch.spi_out, c.IPPROTO_ESP)
+    live = k.states[key_out]
+    k.states[key_out] = replace(live, replay=replace(live.replay, oseq=live.replay.oseq + 50))
+    r.reconcile([ch])
+    seen = k.states[key_out].replay.oseq
+    keys_before = {s.spi: s.aead for s in k.states.values()}
+    _device_goes_down(k)
+    assert ch.spi_out not in {s.spi for s in k.states.values()}
+    r.link_changed(ETH.ifindex, False)
+    r.reconcile([ch])
+    # both SAs are back, in software, same keys; the outbound one never repeats a sequence number
+    back = {s.spi: s for s in k.states.values()}
+    assert {spi: s.offload for spi, s in back.items()} == {ch.spi_out: None, ch.spi_in: None}
+    assert {spi: s.aead for spi, s in back.items()} == keys_before
+    assert back[ch.spi_out].replay.oseq >= seen + 100
+    out = r.outcomes[ch.key]
+    assert out.mode == "software" and "device eth0 is down" in out.reason
+    assert [x.key for x in r.take_restored()] == [ch.key] and r.take_restored() == []
+    assert not [p for p in k.policies.values() if pl.is_agent_policy(p)]  # nothing offloaded to a down device
+    # the device comes back: packet offload again
+    _device_goes_down(k, up=True)
+    r.link_changed(ETH.ifindex, True)
+    r.reconcile([ch])
+    assert offloads(k) == {ch.spi_out: c.XFRM_OFFLOAD_PACKET, ch.spi_in: c.XFRM_OFFLOAD_PACKET | c.XFRM_OFFLOAD_INBOUND}
+    assert r.outcomes[ch.key].mode == "packet"
+
+
+def test_device_loss_seen_only_in_the_dump_is_still_restored():
+    """No link event (e.g. the monitor overran): the device reads down in the next resync."""
+    ch = child()
+    k = kernel_with([ch])
+    r = Reconciler(k, config.Config(), CAPS)
+    r.reconcile([ch])
+    _device_goes_down(k)
+    r.reconcile([ch])
+    assert {s.spi for s in k.states.values()} == {ch.spi_in, ch.spi_out}
+
+
+def test_sa_removed_without_a_device_loss_is_not_restored():
+    """charon deleting an SA it still lists (a rekey under way) is charon's business."""
+    ch = child()
+    k = kernel_with([ch])
+    r = Reconciler(k, config.Config(), CAPS)
+    r.reconcile([ch])
+    k.states.pop((ch.remote_host, ch.spi_out, c.IPPROTO_ESP))
+    r.reconcile([ch])
+    assert ch.spi_out not in {s.spi for s in k.states.values()}
+    assert r.take_restored() == []

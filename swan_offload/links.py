@@ -1,0 +1,76 @@
+"""Link events (rtnetlink RTNLGRP_LINK): when an offload device goes down, the kernel
+drops every SA and policy offloaded to it without an XFRM notification, so link
+state is the only signal the agent gets.
+"""
+
+from __future__ import annotations
+
+import queue
+import select
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+
+RTMGRP_LINK = 0x1
+RTM_NEWLINK, RTM_DELLINK = 16, 17
+IFF_UP = 0x1
+_HDR = struct.Struct("=IHHII")
+_IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
+
+
+def parse_link_events(data: bytes) -> Iterator[tuple[int, bool]]:
+    """(ifindex, up) for each link message of a datagram; a deleted link is down."""
+    off = 0
+    while off + _HDR.size <= len(data):
+        length, mtype = _HDR.unpack_from(data, off)[:2]
+        if length < _HDR.size or off + length > len(data):
+            return
+        if mtype in (RTM_NEWLINK, RTM_DELLINK) and length >= _HDR.size + _IFINFO.size:
+            _fam, _typ, index, flags, _change = _IFINFO.unpack_from(data, off + _HDR.size)
+            yield index, mtype == RTM_NEWLINK and bool(flags & IFF_UP)
+        off += (length + 3) & ~3
+
+
+def open_link_socket(netns: str | None = None) -> socket.socket:
+    if netns:
+        from pyroute2 import netns as _netns
+
+        sock = _netns.create_socket(netns, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    else:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    sock.bind((0, RTMGRP_LINK))
+    return sock
+
+
+class LinkMonitor(threading.Thread):
+    """Puts ("link", (ifindex, up)) on ``q`` when a device's IFF_UP changes or it is deleted."""
+
+    def __init__(self, q: queue.Queue, netns: str | None = None) -> None:
+        super().__init__(name="link-monitor", daemon=True)
+        self.q = q
+        self.sock = open_link_socket(netns)
+        self.stopping = threading.Event()
+        self.up: dict[int, bool] = {}
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                ready, _, _ = select.select([self.sock], [], [], 0.5)
+                if not ready:
+                    continue
+                try:
+                    data = self.sock.recv(1 << 16)
+                except OSError:
+                    self.q.put(("link", None))  # overrun: the next resync reads every device
+                    continue
+                for index, up in parse_link_events(data):
+                    if self.up.get(index) != up:  # carrier and rename messages repeat the same flag
+                        self.up[index] = up
+                        self.q.put(("link", (index, up)))
+        finally:
+            self.sock.close()
