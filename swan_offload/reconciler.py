@@ -260,6 +260,8 @@ class Reconciler:
             log.info("%s reqid %d: %s%s", ch.label, ch.reqid, mode, f": {reason}" if reason else "")
 
     def _apply_child(self, cp: pl.ChildPlan, plan: pl.Plan) -> None:
+        if cp.target == pl.PENDING and cp.child.key in self.outcomes and cp.state_in and cp.state_out:
+            return  # being rekeyed or deleted: its SAs are still where the last decision put them
         if cp.target in (pl.OFF, pl.NATIVE, pl.PENDING, pl.KEEP):
             self._record(cp, cp.target, cp.reason)
             return

@@ -266,3 +266,12 @@ def test_sa_removed_without_a_device_loss_is_not_restored():
     r.reconcile([ch])
     assert ch.spi_out not in {s.spi for s in k.states.values()}
     assert r.take_restored() == []
+
+
+def test_child_being_rekeyed_keeps_its_last_outcome():
+    ch = child()
+    k = kernel_with([ch])
+    r = Reconciler(k, config.Config(), CAPS)
+    r.reconcile([ch])
+    r.reconcile([replace(ch, state="REKEYING")])
+    assert r.outcomes[ch.key].mode == "packet"  # its SAs are still in hardware until charon deletes them

@@ -219,11 +219,12 @@ lab_pinger() {
 }
 
 # lab_udp PORTS COUNT [GAP]: COUNT datagrams hosta -> hostb 10.2.0.2 on each of PORTS
-# ("5001" or "5001-5050"); prints hostb's {"port": received} JSON.
+# ("5001" or "5001-5050"); prints hostb's {"port": received} JSON. With LAB_UDP_TIMES=FILE
+# set, each arrival is also written there as [port, index, boottime].
 lab_udp() {
     local out=/run/udp.$$ i
     rm -f "$out" "$out.err"
-    ip netns exec hostb python3 "$LAB_DIR/jobs/udp.py" recv "$1" "$2" "$(awk "BEGIN{print $2 * ${3:-0.05} * 1.5 + 15}")" >"$out" 2>"$out.err" &
+    ip netns exec hostb python3 "$LAB_DIR/jobs/udp.py" recv "$1" "$2" "$(awk "BEGIN{print $2 * ${3:-0.05} * 1.5 + 15}")" $LAB_UDP_TIMES >"$out" 2>"$out.err" &
     local rx=$!
     for i in $(seq 1 100); do grep -q ready "$out.err" 2>/dev/null && break; sleep 0.1; done
     ip netns exec hosta python3 "$LAB_DIR/jobs/udp.py" send 10.2.0.2 "$1" "$2" "${3:-0.05}"

@@ -1,6 +1,6 @@
 """Inside the lab VM: what charon holds against what the kernel holds, as one JSON line.
 
-    python tests/lab/jobs/check.py NS
+    python tests/lab/jobs/check.py NS [--once]
 
 Reads charon over VICI (/run/NS/charon.vici) and the kernel of netns NS over XFRM
 netlink, and prints the invariants the lab scenarios assert on: every SA of an
@@ -85,4 +85,5 @@ def settled(ns: str, tries: int = 8) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(settled(sys.argv[1])))
+    # --once: one read, as things are this instant (transients included)
+    print(json.dumps(snapshot(sys.argv[1]) if "--once" in sys.argv[2:] else settled(sys.argv[1])))

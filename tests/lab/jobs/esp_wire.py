@@ -1,7 +1,9 @@
 """Inside the lab VM: capture ESP on a gateway's wire and decrypt it with `cryptography`.
 
     esp_wire.py capture IFACE OUT     (in the netns: ip netns exec NS ...) until SIGTERM
-    esp_wire.py decrypt NS OUT        keys read from NS's kernel over netlink, never printed
+    esp_wire.py decrypt NS OUT [KEYS] keys read from NS's kernel over netlink, never printed,
+                                      plus those saved earlier to KEYS (SAs since rekeyed away)
+    esp_wire.py keys NS KEYS          save NS's current keys to KEYS (mode 0600, never printed)
 
 The decryption is independent of the kernel and of swsim: AES-GCM per RFC 4106 with
 the key and salt the kernel reports, nonce = salt || explicit IV, AAD = SPI || seq.
@@ -43,14 +45,31 @@ def esp_of(frame: bytes) -> bytes | None:
     return None
 
 
-def decrypt(ns: str, path: str) -> None:
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
+def current_keys(ns: str) -> tuple[dict[int, bytes], dict[int, bool]]:
     from swan_offload.backend import NetlinkBackend
 
     states = NetlinkBackend(ns).dump_states()
     keys = {s.spi: s.aead.key.reveal() for s in states if s.aead is not None}
-    esn = {s.spi: s.replay_esn is not None and bool(s.flags & 128) for s in states}
+    return keys, {s.spi: s.replay_esn is not None and bool(s.flags & 128) for s in states}
+
+
+def save_keys(ns: str, path: str) -> None:
+    import os
+
+    keys, esn = current_keys(ns)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({str(spi): [k.hex(), esn[spi]] for spi, k in keys.items()}, f)
+
+
+def decrypt(ns: str, path: str, saved: str | None = None) -> None:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    keys, esn = current_keys(ns)
+    if saved:
+        for spi, (k, e) in json.load(open(saved)).items():
+            keys.setdefault(int(spi), bytes.fromhex(k))
+            esn.setdefault(int(spi), e)
     out: dict[str, dict] = {}
     for line in open(path):
         _ptype, hexframe = line.split()
@@ -74,5 +93,7 @@ def decrypt(ns: str, path: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "capture":
         capture(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "keys":
+        save_keys(sys.argv[2], sys.argv[3])
     else:
-        decrypt(sys.argv[2], sys.argv[3])
+        decrypt(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None)

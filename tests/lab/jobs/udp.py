@@ -1,7 +1,9 @@
 """Inside the lab VM: a UDP stream between the protected subnets (stdlib only).
 
-    udp.py recv PORT[-LAST] EXPECT SECONDS  print {"port": datagrams received} as JSON once
-                                            every port has EXPECT, or after SECONDS
+    udp.py recv PORT[-LAST] EXPECT SECONDS [TIMES]
+                                            print {"port": datagrams received} as JSON once
+                                            every port has EXPECT, or after SECONDS; with TIMES,
+                                            also write each arrival there as [port, index, boottime]
     udp.py send DST PORT[-LAST] COUNT GAP   COUNT datagrams to every port, GAP seconds apart
 """
 
@@ -17,19 +19,25 @@ def ports(text: str) -> range:
     return range(int(first), int(last or first) + 1)
 
 
-def recv(spec: str, expect: int, seconds: float) -> None:
+def recv(spec: str, expect: int, seconds: float, times: str | None = None) -> None:
     socks = {}
     for p in ports(spec):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind(("0.0.0.0", p))
         socks[s] = p
     got = {p: 0 for p in socks.values()}
+    arrivals = []
     print("ready", file=sys.stderr, flush=True)
     end = time.monotonic() + seconds
     while (left := end - time.monotonic()) > 0 and min(got.values()) < expect:
         for s in select.select(list(socks), [], [], left)[0]:
-            s.recv(2048)
+            data = s.recv(2048)
             got[socks[s]] += 1
+            if times:
+                arrivals.append([socks[s], int(data.split()[-1]), time.clock_gettime(time.CLOCK_BOOTTIME)])
+    if times:
+        with open(times, "w") as f:
+            json.dump(arrivals, f)
     print(json.dumps(got))
 
 
@@ -43,6 +51,6 @@ def send(dst: str, spec: str, count: int, gap: float) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == "recv":
-        recv(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
+        recv(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5] if len(sys.argv) > 5 else None)
     else:
         send(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
