@@ -47,6 +47,7 @@ class KernelView:
     devices: dict[str, Device] = field(default_factory=dict)
     refusing_devices: dict[int, str] = field(default_factory=dict)
     crypto_refusing: dict[int, str] = field(default_factory=dict)
+    refused_children: dict[tuple[str, int], str] = field(default_factory=dict)  # the device refused this CHILD_SA's SAs
 
     @classmethod
     def build(cls, states: list[XfrmState], policies: list[XfrmPolicy], **kw: object) -> KernelView:
@@ -234,6 +235,7 @@ def plan_child(child: ChildSA, cfg: Config, view: KernelView, clash: str | None)
         (not view.packet_offload, view.packet_offload_reason or "kernel has no packet offload"),
         (device is None, why),
         (device is not None and device.ifindex in view.refusing_devices, view.refusing_devices.get(device.ifindex if device else -1, "")),
+        (child.key in view.refused_children, f"packet offload refused: {view.refused_children.get(child.key)}"),
         (child.reqid == 0, "reqid 0: hardware matches SA and policy by reqid"),
         (child.protocol != "ESP", f"protocol {child.protocol}: only ESP can be offloaded"),
         (clash is not None, clash or ""),

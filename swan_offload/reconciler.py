@@ -99,6 +99,7 @@ class Reconciler:
         self.refusing: dict[int, str] = {}  # ifindex -> why packet offload is refused
         self.crypto_refusing: dict[int, str] = {}
         self.refused: dict[tuple[str, int], str] = {}  # child -> why the device refused its SA
+        self.crypto_refused: dict[tuple[str, int], str] = {}  # the same, for crypto offload
         self.runs = 0
         self.last_plan: pl.Plan | None = None
         self._have: set[tuple] = set()  # kernel identities of the policies present, kept current
@@ -120,6 +121,7 @@ class Reconciler:
             devices=names,
             refusing_devices=dict(self.refusing),
             crypto_refusing=dict(self.crypto_refusing),
+            refused_children=dict(self.refused),
         )
 
     def plan(self, children: list[ChildSA]) -> pl.Plan:
@@ -154,12 +156,12 @@ class Reconciler:
         ]
         self._log_errors(self.backend.apply(stale), "remove stale policy")
         for p in stale:
-            log.info("retired %s", p.what)
+            log.info("retired %s", p.what.removeprefix("remove "))
         self._hold(plan)
         live = {cp.child.key for cp in plan.children}
         for k in [k for k, h in self.held.items() if h.child not in live]:
             del self.held[k]
-        for memo in (self.outcomes, self.refused):
+        for memo in (self.outcomes, self.refused, self.crypto_refused):
             for k in [k for k in memo if k not in live]:
                 del memo[k]
         self.last_plan = plan
@@ -266,8 +268,9 @@ class Reconciler:
             self._record(cp, cp.target, cp.reason)
             return
         if cp.target == pl.PACKET:
-            # a refusal is remembered for this CHILD_SA: probing again would only repeat it
-            err = self.refused.get(cp.child.key) or self._move(cp, plan)
+            # a refusal is remembered for this CHILD_SA (the planner reads the memo): probing
+            # again would only repeat it
+            err = self._move(cp, plan)
             if err is None:
                 self._record(cp, pl.PACKET, "")
                 return
@@ -279,10 +282,11 @@ class Reconciler:
                 self._record(cp, pl.KEEP, cp.reason)
                 return
         if cp.target == pl.CRYPTO:
-            err = self._move(cp, plan)
+            err = self.crypto_refused.get(cp.child.key) or self._move(cp, plan)
             if err is None:
                 self._record(cp, pl.CRYPTO, cp.reason)
                 return
+            self.crypto_refused[cp.child.key] = err
             cp = replace(cp, target=pl.SOFTWARE, reason=f"{cp.reason}; crypto offload refused: {err}")
         err = self._move(cp, plan)
         self._record(cp, pl.SOFTWARE if err is None else pl.KEEP, cp.reason if err is None else f"{cp.reason}; {err}")

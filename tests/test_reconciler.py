@@ -275,3 +275,27 @@ def test_child_being_rekeyed_keeps_its_last_outcome():
     r.reconcile([ch])
     r.reconcile([replace(ch, state="REKEYING")])
     assert r.outcomes[ch.key].mode == "packet"  # its SAs are still in hardware until charon deletes them
+
+
+class RefusesSaOnly(MemoryBackend):
+    """Takes policies (bypasses) but no SA at all, like a device refusing an algorithm."""
+
+    def _one(self, op):
+        if isinstance(op, AddState) and op.state.offload:
+            return XfrmError(errno.EINVAL, "Cannot offload xfrm states without aead", "add state")
+        return super()._one(op)
+
+
+def test_refusal_is_logged_once_and_leaves_no_bypasses(caplog):
+    ch = child()
+    k = kernel_with([ch], cls=RefusesSaOnly)
+    r = Reconciler(k, config.Config(), CAPS)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            r.reconcile([ch])
+    assert caplog.text.count("packet offload refused") == 1, caplog.text
+    assert r.outcomes[ch.key].mode == "software" and "without aead" in r.outcomes[ch.key].reason
+    assert not [p for p in k.policies.values() if pl.is_agent_policy(p)]  # nothing offloaded: no bypasses either
+    k.batches.clear()
+    r.reconcile([ch])
+    assert mutations(k) == []

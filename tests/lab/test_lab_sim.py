@@ -73,3 +73,32 @@ def test_interop_offloaded_tunnels_carry_real_esp(sim_job):
     assert "<key>" in sec["state"]  # iproute2's output reached us redacted
     nokeys = section_json(sec, "nokeys")
     assert nokeys["keys"] == 4 and nokeys["found_in"] == ["/run/nokeys-control"], nokeys
+
+
+def test_refusals_end_in_fallback_with_the_device_reason(sim_job):
+    """Shown 4: an algorithm the device does not take, and a full SA table (jobs/sim_refusals.sh)."""
+    res, sec = sim_job("sim_refusals.sh", timeout=480)
+    why = detail(res)
+    rows = {c["child"]: c for c in section_json(sec, "status")["children"]}
+    # aes256-sha256: packet refused, then crypto (fallback "crypto") refused, software it is
+    cbc = rows["net"]
+    assert cbc["mode"] == "software" and cbc["device"] is None, cbc
+    text = "Cannot offload xfrm states with separate encryption, authentication or compression"
+    assert cbc["reason"].count(text) == 2 and "crypto offload refused" in cbc["reason"], cbc
+    # max_sa=1: the probe passes, the move's second NEWSA hits the full table and is undone
+    full = rows["net6"]
+    assert full["mode"] == "software" and "Device SA table is full (swsim max_sa)" in full["reason"], full
+    kernel = section_json(sec, "kernel")
+    assert_consistent(kernel, "kernel", why)
+    assert all(s["offload"] is None for s in kernel["states"]), kernel["states"]
+    assert kernel["agent_policies"] == [], kernel["agent_policies"]  # nothing offloaded, no bypass left
+    assert_consistent(section_json(sec, "peer"), "peer", why)
+    # traffic never stopped: through the agent's start, and after on both tunnels
+    assert received(sec["pinger"], 100), sec["pinger"]
+    assert received(sec["ping6"], 3), sec["ping6"]
+    assert section_json(sec, "udp") == {"4000": 20}, why
+    # each refusal is logged once, with the device's words
+    warnings = [line for line in sec["log"].splitlines() if line.startswith("WARNING")]
+    assert sum(text in w for w in warnings) == 1 and sum("Device SA table is full" in w for w in warnings) == 1, warnings
+    assert "leftover" not in sec["dmesg"], sec["dmesg"]
+    assert section_json(sec, "nokeys")["found_in"] == ["/run/nokeys-control"]
