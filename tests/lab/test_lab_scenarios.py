@@ -2,9 +2,10 @@
 
 Each job boots one VM for a group of scenarios; its output is split into "== NAME"
 sections (see jobs/*.sh) and every assertion names the section it reads. No device in
-this VM takes packet offload (veth), so every CHILD_SA ends in its configured fallback;
-what is proven here is that charon's SAs are never lost or duplicated, traffic flows,
-and the agent leaves nothing behind. tests/lab/sim reruns these with SAs in "hardware".
+the plain VM takes packet offload (veth), so every CHILD_SA ends in its configured fallback;
+what is proven there is that charon's SAs are never lost or duplicated, traffic flows,
+and the agent leaves nothing behind. The lifecycle and kill -9 scenarios run a second
+time on the simulated NIC (tests/lab/sim, LAB_WAN=swsim), with every SA in "hardware".
 """
 
 from __future__ import annotations
@@ -17,6 +18,16 @@ from .results import assert_consistent, detail, ip_states, received, section_jso
 
 pytestmark = pytest.mark.lab
 REFUSED = "Policy offload is not supported"  # the 6.12 kernel's text for veth
+WANS = ("veth", "swsim")
+MODE = {"veth": "software", "swsim": "packet"}  # where every child of these jobs ends
+
+
+def wan_job(request, wan: str):
+    """lab_job on veth; on swsim, sim_job (which requires the built module) with LAB_WAN set."""
+    if wan == "veth":
+        return request.getfixturevalue("lab_job")
+    job = request.getfixturevalue("sim_job")
+    return lambda name, timeout: job(name, timeout, env={"LAB_WAN": "swsim"})
 
 
 def matches_plan(plan_row: dict, status_row: dict) -> bool:
@@ -95,16 +106,22 @@ def decided(status: dict) -> dict[tuple[str, int], dict]:
     return {(c["child"], c["uniqueid"]): c for c in status["children"] if c["mode"] != "pending"}
 
 
-def test_rekey_terminate_and_charon_restart(lab_job):
+REKEY_ON_SWSIM = pytest.mark.xfail(strict=True, reason=(
+    "open: after `swanctl --rekey` of a packet-offloaded CHILD_SA on swsim, gwa's forwarded traffic stops "
+    "(XfrmOutPolError grows per packet; the new SAs sit offloaded with 0 packets) - see the issue 4 note"))
+
+
+@pytest.mark.parametrize("wan", ["veth", pytest.param("swsim", marks=REKEY_ON_SWSIM)])
+def test_rekey_terminate_and_charon_restart(request, wan):
     """Scenarios 4 (swanctl --rekey and lifetime rekeys), 5 (child and IKE termination), 7 (charon restart)."""
-    res, sec = lab_job("lifecycle.sh", timeout=600)
+    res, sec = wan_job(request, wan)("lifecycle.sh", timeout=600)
     why = detail(res)
     snaps = {k: section_json(sec, k) for k in ("start", "rekeyed", "lifetime", "child_down", "ike_down", "restart_before", "restart_after")}
     for name, snap in snaps.items():
         assert_consistent(snap, name, why)
     start, rekeyed, lifetime = snaps["start"], snaps["rekeyed"], snaps["lifetime"]
     st = {c["child"]: c["mode"] for c in section_json(sec, "start_status")["children"]}
-    assert st == {"net": "software", "fast": "software"}, why
+    assert st == {"net": MODE[wan], "fast": MODE[wan]}, why
     # 4a: swanctl --rekey: a new CHILD_SA, decided by the agent; the old SAs gone after charon's delete
     old, new = child_of(start, "net"), child_of(rekeyed, "net")
     assert new["uniqueid"] != old["uniqueid"] and new["reqid"] == old["reqid"], why
@@ -138,9 +155,10 @@ def test_rekey_terminate_and_charon_restart(lab_job):
     assert received(sec["ping"], 3), why
 
 
-def test_kill_9_with_50_child_sas(lab_job):
+@pytest.mark.parametrize("wan", WANS)
+def test_kill_9_with_50_child_sas(request, wan):
     """Scenario 6: the agent killed three times mid-run over 50 CHILD_SAs, then restarted."""
-    res, sec = lab_job("kill9.sh", timeout=900)
+    res, sec = wan_job(request, wan)("kill9.sh", timeout=900)
     why = detail(res)
     up = section_json(sec, "up")
     kids = [c for c in up["children"] if c["state"] == "INSTALLED"]
@@ -162,7 +180,7 @@ def test_kill_9_with_50_child_sas(lab_job):
     if leftovers:  # a kill landed between a probe's add and delete: the restart removed it
         assert "probe state(s) left by an earlier run" in sec["log"], why
     rows = section_json(sec, "status")["children"]
-    assert len(rows) == 50 and {r["mode"] for r in rows} == {"software"}, why
+    assert len(rows) == 50 and {r["mode"] for r in rows} == {MODE[wan]}, why
     assert section_json(sec, "udp_after") == {str(5000 + i): 2 for i in range(1, 51)}, why
     # each datagram went through its own CHILD_SA: the peer counted 4 on each inbound SA
     peer = {s["spi"]: s["packets"] for s in section_json(sec, "traffic")["states"]}

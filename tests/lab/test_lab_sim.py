@@ -102,3 +102,37 @@ def test_refusals_end_in_fallback_with_the_device_reason(sim_job):
     assert sum(text in w for w in warnings) == 1 and sum("Device SA table is full" in w for w in warnings) == 1, warnings
     assert "leftover" not in sec["dmesg"], sec["dmesg"]
     assert section_json(sec, "nokeys")["found_in"] == ["/run/nokeys-control"]
+
+
+def test_native_strongswan_6_side_by_side(sim_job):
+    """Shown 6: strongSwan 6.0.1 with native `hw_offload = packet` on the same device
+    (jobs/sim_native6.sh); the facts docs/native-6.0.1-comparison.md states are asserted here."""
+    res, sec = sim_job("sim_native6.sh", timeout=480)
+    why = detail(res)
+    assert "6.0.1" in sec["version"], sec["version"]
+    kernel = section_json(sec, "kernel")
+    assert_consistent(kernel, "kernel", why)
+    ip = ip_states(sec["state"])
+    for c in kernel["children"]:
+        for spi, d in ((c["spi_in"], "in"), (c["spi_out"], "out")):
+            # native: offloaded, and the SA direction attribute set (swan-offload leaves it unset)
+            assert f"crypto offload parameters: dev wan dir {d} mode packet" in ip[spi] and f"\tdir {d}\n" in ip[spi], ip[spi]
+    pols = kernel["charon_policies"]
+    # native: charon's own IPsec policies offloaded in place, at charon's own priorities; FWD in software
+    for c in kernel["children"]:
+        mine = {p["dir"]: p for p in pols if p["reqids"] == [c["reqid"]]}
+        assert set(mine) == {"in", "out", "fwd"}, mine
+        assert mine["in"]["offload"] == mine["out"]["offload"] == "packet" and mine["fwd"]["offload"] is None, mine
+        assert mine["out"]["priority"] >= 300000, mine  # charon's automatic range, not elevated
+    bypass = [p for p in pols if not p["reqids"] and p["offload"] == "packet"]
+    assert len(bypass) == 8 and {p["priority"] for p in bypass} == {32}, bypass
+    assert kernel["agent_policies"] == [], kernel["agent_policies"]
+    assert received(sec["ping"], 3) and received(sec["ping6"], 3) and section_json(sec, "udp") == {"4000": 50}, why
+    # charon 6.0.1 reports nothing about offload to the operator: list-sas has no word of it
+    assert "ESP:AES_GCM_16-128" in sec["listsas"] and "offload" not in sec["listsas"].lower(), sec["listsas"]
+    # swan-offload beside it: every SA reported as native, left alone (nothing added)
+    rows = section_json(sec, "agent_status")["children"]
+    assert {r["mode"] for r in rows} == {"native"} and len(rows) == 2, rows
+    assert section_json(sec, "after")["agent_policies"] == [], why
+    assert "charon 6.0.1 can offload packets itself" in sec["log"], sec["log"]
+    assert section_json(sec, "nokeys")["found_in"] == ["/run/nokeys-control"]

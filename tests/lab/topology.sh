@@ -93,7 +93,12 @@ EOF
     # ip netns exec gives a private mount namespace: /run/NS becomes charon's /run
     # (5.9.8 hard-codes /var/run/charon.pid; /var/run -> /run).
     # The subshell keeps charon out of the job's job table (no "Killed" noise).
-    (ip netns exec "$ns" sh -c "mount --bind $dir /run && STRONGSWAN_CONF=/run/strongswan.conf exec /usr/lib/ipsec/charon" \
+    # LAB_CHARON_ROOT=DIR runs the charon of that chroot instead (tests/lab/sim/build.sh puts
+    # strongSwan 6.0.1 into .lab/chroot-trixie); the host's /run/NS is its /run there too.
+    local root=${LAB_CHARON_ROOT:-} enter=""
+    [ -z "$root" ] || enter="mount --bind /proc $root/proc && mount --bind /dev $root/dev && mount --bind /sys $root/sys && mount --bind $dir $root/run && exec chroot $root"
+    [ -n "$root" ] || enter="mount --bind $dir /run && exec"
+    (ip netns exec "$ns" sh -c "$enter env STRONGSWAN_CONF=/run/strongswan.conf /usr/lib/ipsec/charon" \
         >>"$dir/charon.out" 2>&1 </dev/null &)
     for i in $(seq 100); do
         [ -S "$dir/charon.vici" ] && return 0

@@ -17,7 +17,8 @@ log() { echo "sim-build: $*" >&2; }
 KVER=$(sed -n 's/^KVER=//p' "$LAB/lab.env")
 MIRROR=$(sed -n 's/^URIs:[[:space:]]*//p' "$LAB/apt/trixie.sources" | head -n1)
 OUT=$LAB/sim/$KVER
-CHROOT_PKGS="gcc-14 make libelf-dev pahole linux-headers-$KVER"
+# strongswan: native 6.0.1 (hw_offload = packet) for the side-by-side in docs/
+CHROOT_PKGS="gcc-14 make libelf-dev pahole linux-headers-$KVER strongswan-charon strongswan-swanctl libstrongswan-standard-plugins netbase"
 
 # --- the chroot: debootstrap once, then the build packages (kept in the stamp) -------------
 if [ ! -e "$ROOT/.debootstrapped" ]; then
@@ -32,7 +33,7 @@ if [ "$(cat "$ROOT/.pkgs" 2>/dev/null)" != "$CHROOT_PKGS" ]; then
     log "installing into the chroot: $CHROOT_PKGS"
     cp /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true
     in_root apt-get -q update >/dev/null
-    in_root apt-get -q install -y --no-install-recommends $CHROOT_PKGS >"$LAB/chroot-apt.log" 2>&1 ||
+    in_root apt-get -q install -y --no-install-recommends -o Dpkg::Options::=--force-confdef $CHROOT_PKGS >"$LAB/chroot-apt.log" 2>&1 ||
         { tail -n 20 "$LAB/chroot-apt.log" >&2; log "(is linux-headers-$KVER still on the mirror? LAB_REFRESH=1 tests/lab/prepare.sh)"; exit 1; }
     in_root apt-get clean
     echo "$CHROOT_PKGS" >"$ROOT/.pkgs"
