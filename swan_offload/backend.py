@@ -17,9 +17,8 @@ from .planner import Device
 from .xfrm import constants as c
 from .xfrm import messages as m
 from .xfrm import objects as o
+from .links import IFF_UP
 from .xfrm.netlink import Request, XfrmError, XfrmSocket
-
-IFF_UP = 0x1
 
 
 @dataclass(frozen=True)

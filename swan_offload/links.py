@@ -12,33 +12,25 @@ import struct
 import threading
 from collections.abc import Iterator
 
+from .xfrm.netlink import open_netlink, walk_messages
+
 RTMGRP_LINK = 0x1
 RTM_NEWLINK, RTM_DELLINK = 16, 17
 IFF_UP = 0x1
-_HDR = struct.Struct("=IHHII")
 _IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
+_NLMSG_HDR_LEN = 16
 
 
 def parse_link_events(data: bytes) -> Iterator[tuple[int, bool]]:
     """(ifindex, up) for each link message of a datagram; a deleted link is down."""
-    off = 0
-    while off + _HDR.size <= len(data):
-        length, mtype = _HDR.unpack_from(data, off)[:2]
-        if length < _HDR.size or off + length > len(data):
-            return
-        if mtype in (RTM_NEWLINK, RTM_DELLINK) and length >= _HDR.size + _IFINFO.size:
-            _fam, _typ, index, flags, _change = _IFINFO.unpack_from(data, off + _HDR.size)
+    for mtype, _flags, _seq, _pid, msg in walk_messages(data):
+        if mtype in (RTM_NEWLINK, RTM_DELLINK) and len(msg) >= _NLMSG_HDR_LEN + _IFINFO.size:
+            _fam, _typ, index, flags, _change = _IFINFO.unpack_from(msg, _NLMSG_HDR_LEN)
             yield index, mtype == RTM_NEWLINK and bool(flags & IFF_UP)
-        off += (length + 3) & ~3
 
 
 def open_link_socket(netns: str | None = None) -> socket.socket:
-    if netns:
-        from pyroute2 import netns as _netns
-
-        sock = _netns.create_socket(netns, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-    else:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    sock = open_netlink(socket.NETLINK_ROUTE, netns)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     sock.bind((0, RTMGRP_LINK))
     return sock

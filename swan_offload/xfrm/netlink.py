@@ -94,14 +94,24 @@ def parse_error(data: bytes, flags: int) -> tuple[int, str | None]:
     return -err, text
 
 
-def decode_messages(data: bytes) -> Iterator[tuple[int, int, int, int, Any]]:
-    """Yield (type, flags, seq, port, decoded message or raw bytes) for each message of a datagram."""
+def walk_messages(data: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
+    """Yield (type, flags, seq, port, whole message) for each netlink message of a datagram.
+
+    A truncated or malformed header ends the walk. Any netlink family: XFRM and rtnetlink
+    reuse the same type numbers, so decoding is the caller's.
+    """
     off = 0
     while off + _HDR.size <= len(data):
         length, mtype, flags, seq, pid = _HDR.unpack_from(data, off)
         if length < _HDR.size or off + length > len(data):
             break
-        chunk = data[off : off + length]
+        yield mtype, flags, seq, pid, data[off : off + length]
+        off += (length + 3) & ~3
+
+
+def decode_messages(data: bytes) -> Iterator[tuple[int, int, int, int, Any]]:
+    """Yield (type, flags, seq, port, decoded XFRM message or raw payload) for each message."""
+    for mtype, flags, seq, pid, chunk in walk_messages(data):
         cls = MESSAGE_CLASSES.get(mtype)
         if cls is not None:
             msg = cls(chunk)
@@ -109,7 +119,15 @@ def decode_messages(data: bytes) -> Iterator[tuple[int, int, int, int, Any]]:
             yield mtype, flags, seq, pid, msg
         else:
             yield mtype, flags, seq, pid, chunk[_HDR.size :]
-        off += (length + 3) & ~3
+
+
+def open_netlink(protocol: int, netns: str | None = None) -> socket.socket:
+    """A raw netlink socket of ``protocol``, inside the named network namespace if given."""
+    if netns:
+        from pyroute2 import netns as _netns
+
+        return _netns.create_socket(netns, socket.AF_NETLINK, socket.SOCK_RAW, protocol)
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
 
 
 class XfrmSocket:
@@ -118,12 +136,7 @@ class XfrmSocket:
     RECV_SIZE = 1 << 20
 
     def __init__(self, groups: tuple[int, ...] = (), netns: str | None = None) -> None:
-        if netns:
-            from pyroute2 import netns as _netns
-
-            self.sock = _netns.create_socket(netns, socket.AF_NETLINK, socket.SOCK_RAW, c.NETLINK_XFRM)
-        else:
-            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, c.NETLINK_XFRM)
+        self.sock = open_netlink(c.NETLINK_XFRM, netns)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
         self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
