@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import capability, vici_source
 from .backend import Backend, NetlinkBackend
@@ -24,6 +24,7 @@ from .config import Config
 from .links import LinkMonitor
 from .reconciler import Reconciler
 from .xfrm import constants as c
+from .xfrm import objects as o
 from .xfrm.netlink import XfrmSocket
 
 log = logging.getLogger("swan_offload.daemon")
@@ -33,11 +34,16 @@ XFRM_TRIGGERS = {c.XFRM_MSG_NEWSA, c.XFRM_MSG_DELSA, c.XFRM_MSG_UPDSA, c.XFRM_MS
 
 
 class XfrmMonitor(threading.Thread):
-    """Enqueues XFRM notifications not caused by the agent itself (by sender port)."""
+    """Enqueues XFRM notifications not caused by the agent itself (by sender port).
 
-    def __init__(self, q: queue.Queue, own_port: int, netns: str | None = None) -> None:
+    A new SA is also handed to ``on_new_state`` right here: following a rekey of an offloaded
+    CHILD_SA cannot wait for the main thread, which may be inside a slow list-sas.
+    """
+
+    def __init__(self, q: queue.Queue, own_port: int, netns: str | None = None, on_new_state: Callable[[Any], None] | None = None) -> None:
         super().__init__(name="xfrm-monitor", daemon=True)
         self.q = q
+        self.on_new_state = on_new_state
         self.own_port = own_port
         self.sock = XfrmSocket(groups=(c.XFRMNLGRP_SA, c.XFRMNLGRP_POLICY, c.XFRMNLGRP_EXPIRE), netns=netns)
         self.stopping = threading.Event()
@@ -48,9 +54,11 @@ class XfrmMonitor(threading.Thread):
 
     def run(self) -> None:
         while not self.stopping.is_set():
-            for mtype, pid, _msg in self.sock.events(timeout=0.5):
+            for mtype, pid, msg in self.sock.events(timeout=0.5):
                 self.seen += 1
                 if mtype < 0 or (mtype in XFRM_TRIGGERS and pid != self.own_port):
+                    if self.on_new_state and mtype in (c.XFRM_MSG_NEWSA, c.XFRM_MSG_UPDSA):
+                        self.on_new_state(msg)
                     self.q.put(("xfrm", mtype))
                 if self.stopping.is_set():
                     break
@@ -67,7 +75,8 @@ class Daemon:
         self.listener = vici_source.Listener(cfg.vici_socket, self.q, cfg.reconnect_max_seconds)
         # kernel notifications only exist for a real kernel
         port = getattr(getattr(self.backend, "sock", None), "port", None)
-        self.monitor = XfrmMonitor(self.q, port, netns) if port is not None else None
+        self.lock = threading.Lock()  # the reconciler is driven from the main and the monitor thread
+        self.monitor = XfrmMonitor(self.q, port, netns, self._follow) if port is not None else None
         self.links = LinkMonitor(self.q, netns) if port is not None else None
         self.stopping = threading.Event()
         self.connected = False
@@ -130,8 +139,19 @@ class Daemon:
             log.info("event %s", vici_source.describe_event(name, msg))
             return True
         if kind == "link" and payload is not None:
-            self.reconciler.link_changed(*payload)
+            with self.lock:
+                self.reconciler.link_changed(*payload)
         return kind in ("xfrm", "timer", "link")
+
+    def _follow(self, msg: Any) -> None:
+        """Monitor thread: a new SA of charon's, maybe a rekey of an offloaded CHILD_SA."""
+        if not self.connected:
+            return
+        try:
+            with self.lock:
+                self.reconciler.follow(o.state_from_msg(msg))
+        except (OSError, ValueError, KeyError) as e:
+            log.warning("could not offload a new SA on arrival: %s", e)
 
     def _on_connect(self) -> None:
         try:
@@ -152,7 +172,8 @@ class Daemon:
             log.warning("list-sas failed: %s", e)
             return False
         try:
-            self.reconciler.reconcile(children)
+            with self.lock:
+                self.reconciler.reconcile(children)
         except OSError as e:
             self.sync_errors += 1
             log.error("reconcile failed: %s", e)
