@@ -30,6 +30,8 @@ from .xfrm.netlink import XfrmSocket
 log = logging.getLogger("swan_offload.daemon")
 
 NATIVE_PACKET_VERSION = (5, 9, 10)
+# how old the copy of an offloaded SA may grow: a device loss restores it from that read
+HELD_REFRESH_SECONDS = 1.0
 XFRM_TRIGGERS = {c.XFRM_MSG_NEWSA, c.XFRM_MSG_DELSA, c.XFRM_MSG_UPDSA, c.XFRM_MSG_EXPIRE, c.XFRM_MSG_NEWPOLICY, c.XFRM_MSG_DELPOLICY, c.XFRM_MSG_UPDPOLICY, c.XFRM_MSG_FLUSHSA, c.XFRM_MSG_FLUSHPOLICY}
 
 
@@ -97,12 +99,22 @@ class Daemon:
                 t.start()
         self.listener.start()
         dirty = False
+        idle = min(self.cfg.resync_seconds, 5.0)
+        last_item = next_refresh = time.monotonic()
         try:
             while not self.stopping.is_set():
+                now = time.monotonic()
+                if now >= next_refresh:
+                    self._refresh_held()
+                    next_refresh = now + HELD_REFRESH_SECONDS
                 try:
-                    kind, payload = self.q.get(timeout=min(self.cfg.resync_seconds, 5.0))
+                    kind, payload = self.q.get(timeout=max(0.0, min(last_item + idle, next_refresh) - now))
+                    last_item = time.monotonic()
                 except queue.Empty:
+                    if time.monotonic() < last_item + idle:
+                        continue  # only the held copies were due
                     kind, payload = "timer", None
+                    last_item = time.monotonic()
                 dirty |= self._handle(kind, payload)
                 # let a burst of events settle, then reconcile once
                 deadline = time.monotonic() + 0.05
@@ -142,6 +154,14 @@ class Daemon:
             with self.lock:
                 self.reconciler.link_changed(*payload)
         return kind in ("xfrm", "timer", "link")
+
+    def _refresh_held(self) -> None:
+        """Keep the copies of offloaded SAs at most HELD_REFRESH_SECONDS old (see Reconciler.refresh_held)."""
+        try:
+            with self.lock:
+                self.reconciler.refresh_held()
+        except OSError as e:
+            log.warning("could not read the offloaded SAs: %s", e)
 
     def _follow(self, msg: Any) -> None:
         """Monitor thread: a new SA of charon's, maybe a rekey of an offloaded CHILD_SA."""

@@ -206,6 +206,26 @@ class Reconciler:
             rate = max(0.0, (pl.out_seq(st) - pl.out_seq(prev.state)) / (now - prev.read_at))
         self.held[k] = Held(st, child, outbound, self.losses.get(st.offload.ifindex, 0), now, rate)
 
+    def refresh_held(self) -> int:
+        """Read the device's sequence numbers and counters of every held SA (one dump).
+
+        A device loss restores from the latest read, jumping ahead by what the rate seen
+        between reads could have sent since: reads only at reconciles (seconds or minutes
+        apart, at whatever rate traffic had then) let a stream that started since be
+        numbered twice, which reuses GCM nonces and makes the peer drop it as replays.
+        Returns how many copies were refreshed.
+        """
+        if not self.held:
+            return 0
+        now = {(s.daddr, s.spi, s.proto): s for s in self.backend.dump_states() if s.offload is not None}
+        fresh = 0
+        for k, h in list(self.held.items()):
+            st = now.get(k)
+            if st is not None and st.offload == h.state.offload:
+                self._keep(st, h.child, h.outbound)
+                fresh += 1
+        return fresh
+
     def follow(self, st: XfrmState) -> bool:
         """Offload at once a software SA charon just added beside an offloaded one of the same shape.
 

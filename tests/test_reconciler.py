@@ -394,3 +394,29 @@ def test_refusal_is_logged_once_and_leaves_no_bypasses(caplog):
     k.batches.clear()
     r.reconcile([ch])
     assert mutations(k) == []
+
+
+def test_held_copies_follow_the_device_between_reconciles_so_a_loss_never_reuses_a_sequence_number():
+    """A stream that starts after the last reconcile: only refresh_held has seen it."""
+    ch = child()
+    k = kernel_with([ch])
+    r = Reconciler(k, config.Config(seq_margin=8), CAPS)
+    r.reconcile([ch])
+    key_out = (ch.remote_host, ch.spi_out, c.IPPROTO_ESP)
+    for _ in range(3):  # the device sends 500 packets between reads, no reconcile runs
+        live = k.states[key_out]
+        k.states[key_out] = replace(live, replay=replace(live.replay, oseq=live.replay.oseq + 500))
+        assert r.refresh_held() == 2
+    sent = k.states[key_out].replay.oseq
+    _device_goes_down(k)
+    r.link_changed(ETH.ifindex, False)
+    r.reconcile([ch])
+    back = {s.spi: s for s in k.states.values()}
+    assert back[ch.spi_out].offload is None and back[ch.spi_out].replay.oseq >= sent + 8
+    assert r.refresh_held() == 0  # nothing offloaded is held any more
+
+
+def test_refresh_held_reads_nothing_when_nothing_is_offloaded():
+    k = kernel_with([])
+    r = Reconciler(k, config.Config(), CAPS)
+    assert r.refresh_held() == 0
