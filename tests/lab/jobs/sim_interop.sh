@@ -1,15 +1,17 @@
 # Issue 4, shown 1 and 2: gwa (charon + swan-offload) on the simulated packet-offload NIC,
 # gwb plain software ESP on its peer end. Traffic before, during and after the move into
 # "hardware"; the wire captured on gwb and decrypted with cryptography's AESGCM.
+# LAB_SIM_MODE=crypto: the same with crypto offload (the kernel frames ESP, the device ciphers).
 set -e
 export LAB_WAN=swsim
+MODE=${LAB_SIM_MODE:-packet}
 . tests/lab/topology.sh
 lab_up
 lab_initiate net6 net6
 lab_capture_start gwb
 lab_section ping_sw; lab_ping 3
 lab_pinger 150
-LAB_AGENT_EXTRA="seq_margin = 8" lab_agent_conf "net/* software" "net6/* software"
+LAB_AGENT_EXTRA="seq_margin = 8" lab_agent_conf "net/* software $MODE" "net6/* software $MODE"
 lab_agent_start
 lab_agent_settled
 wait $LAB_PINGER || true
@@ -24,6 +26,8 @@ lab_section state; lab_xfrm gwa state
 lab_section policy; lab_xfrm gwa policy
 lab_section peerstate; lab_xfrm gwb state
 lab_section peerstat; ip netns exec gwb cat /proc/net/xfrm_stat
+lab_section devstats
+ip netns exec gwa "$LAB_PY" -c 'import json; from pyroute2.ethtool.ioctl import IoctlEthtool; print(json.dumps(dict(IoctlEthtool("wan").get_statistics())))'
 lab_section wire; "$LAB_PY" "$LAB_DIR/jobs/esp_wire.py" decrypt gwa /run/gwb.esp
 lab_section dmesg; dmesg | grep -iE "leftover|swsim|bug|warn" || true
 kill $LAB_AGENT; wait $LAB_AGENT || true
