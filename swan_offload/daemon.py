@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import capability, vici_source
+from . import capability, metrics, vici_source
 from .backend import Backend, NetlinkBackend
 from .config import Config
 from .links import LinkMonitor
@@ -86,6 +86,7 @@ class Daemon:
         self.last_event = 0.0
         self.last_sync = 0.0
         self.sync_errors = 0
+        self.metrics_server: Any = None
 
     def stop(self) -> None:
         self.stopping.set()
@@ -98,6 +99,7 @@ class Daemon:
             if t:
                 t.start()
         self.listener.start()
+        self._serve_metrics()
         dirty = False
         idle = min(self.cfg.resync_seconds, 5.0)
         last_item = next_refresh = time.monotonic()
@@ -129,6 +131,8 @@ class Daemon:
                 if dirty and self.connected and not self.stopping.is_set():
                     dirty = not self.sync()
         finally:
+            if self.metrics_server is not None:
+                self.metrics_server.shutdown()
             self.listener.stop()
             for t in (self.monitor, self.links):
                 if t:
@@ -154,6 +158,29 @@ class Daemon:
             with self.lock:
                 self.reconciler.link_changed(*payload)
         return kind in ("xfrm", "timer", "link")
+
+    def _serve_metrics(self) -> None:
+        if not self.cfg.metrics_listen:
+            return
+        collector = metrics.AgentCollector(self._metrics_snapshot, self._metrics_states)
+        try:
+            self.metrics_server, _thread = metrics.serve(collector, self.cfg.metrics_listen)
+        except OSError as e:
+            log.error("cannot serve metrics on %s: %s", self.cfg.metrics_listen, e)
+            return
+        log.info("metrics on http://%s/metrics", self.cfg.metrics_listen)
+
+    def _metrics_snapshot(self) -> metrics.Snapshot:
+        """HTTP thread: the reconciler's records, copied under the lock."""
+        with self.lock:
+            r = self.reconciler
+            latencies, r.latencies = r.latencies, []
+            agent = metrics.Agent(self.connected, self.last_event, r.runs, r.drift_repaired, self.monitor.seen if self.monitor else 0, dict(r.decisions), latencies)
+            return metrics.Snapshot(list(r.outcomes.values()), agent)
+
+    def _metrics_states(self) -> list:
+        with self.lock:
+            return self.backend.dump_states()
 
     def _refresh_held(self) -> None:
         """Keep the copies of offloaded SAs at most HELD_REFRESH_SECONDS old (see Reconciler.refresh_held)."""

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from . import planner as pl
@@ -42,6 +43,7 @@ class Outcome:
     device: str | None
     reason: str
     since: float = field(default_factory=time.time)
+    installed: float = 0.0  # wall clock when charon installed it (0: unknown)
 
     def as_dict(self) -> dict:
         return {
@@ -102,6 +104,10 @@ class Reconciler:
         self.refused: dict[tuple[str, int], str] = {}  # child -> why the device refused its SA
         self.crypto_refused: dict[tuple[str, int], str] = {}  # the same, for crypto offload
         self.runs = 0
+        # for metrics: decisions by outcome, event-to-offloaded latencies not yet scraped, repairs
+        self.decisions: Counter[str] = Counter()
+        self.latencies: list[float] = []
+        self.drift_repaired = 0
         self.last_plan: pl.Plan | None = None
         self._have: dict[tuple, XfrmPolicy] = {}  # the policies present by identity, kept current
         self.held: dict[tuple[str, int, int], Held] = {}
@@ -143,6 +149,7 @@ class Reconciler:
             probes = [DelState(s.id, "remove leftover " + s.describe()) for s in plan.stale_states]
             self._log_errors(self.backend.apply(probes), "remove leftover probe state")  # type: ignore[arg-type]
             log.info("removed %d probe state(s) left by an earlier run", len(probes))
+            self.drift_repaired += len(probes)
         if self._ensure_bypasses(plan):
             # a device refused: its children go to their fallbacks
             plan = pl.plan(children, self.cfg, replace(view, refusing_devices=dict(self.refusing)))
@@ -158,6 +165,7 @@ class Reconciler:
         self._log_errors(self.backend.apply(stale), "remove stale policy")
         for p in stale:
             log.info("retired %s", p.what.removeprefix("remove "))
+        self.drift_repaired += len(stale)
         self._hold(plan)
         live = {cp.child.key for cp in plan.children}
         for k in [k for k, h in self.held.items() if h.child not in live]:
@@ -280,6 +288,7 @@ class Reconciler:
                 log.error("%s: could not restore %s after its device went down: %s", ch.label, new.describe(), err.reason)
                 continue
             self.restored[ch.key] = ch
+            self.drift_repaired += 1
             seq = f" (outbound sequence advanced by {jump})" if h.outbound else ""
             log.warning("%s reqid %d: restored %s in software after device #%d went down%s", ch.label, ch.reqid, new.describe(), h.state.offload.ifindex if h.state.offload else 0, seq)
         return bool(todo)
@@ -311,7 +320,14 @@ class Reconciler:
         dev = cp.device.name if cp.device and mode in (pl.PACKET, pl.CRYPTO) else None
         if prev and (prev.mode, prev.device, prev.reason) == (mode, dev, reason):
             return
-        self.outcomes[ch.key] = Outcome(ch.label, ch.ike_name, ch.name, ch.uniqueid, ch.reqid, ch.spi_in, ch.spi_out, mode, dev, reason)
+        now = time.time()
+        installed = now - ch.install_time if ch.install_time else 0.0
+        self.outcomes[ch.key] = Outcome(ch.label, ch.ike_name, ch.name, ch.uniqueid, ch.reqid, ch.spi_in, ch.spi_out, mode, dev, reason, now, installed)
+        if mode != pl.PENDING:
+            self.decisions[mode] += 1
+        promoted = mode in (pl.PACKET, pl.CRYPTO) and (prev is None or prev.mode not in (pl.PACKET, pl.CRYPTO))
+        if promoted and installed and len(self.latencies) < 10000:
+            self.latencies.append(now - installed)
         if mode in (pl.PACKET, pl.CRYPTO):
             log.info("%s reqid %d: %s offload on %s%s", ch.label, ch.reqid, mode, dev, f" ({reason})" if reason else "")
         elif mode != pl.PENDING:
