@@ -69,6 +69,10 @@ def test_interop_offloaded_tunnels_carry_real_esp(sim_job):
     assert "<key>" in sec["state"]  # iproute2's output reached us redacted
     nokeys = section_json(sec, "nokeys")
     assert nokeys["keys"] == 4 and nokeys["found_in"] == ["/run/nokeys-control"], nokeys
+    # an offloaded OUT policy without SA: the device takes the kernel's larval state, as mlx5
+    # does, and charon is asked (a refusal would kill the larval state and drop the packet unasked)
+    assert "acquire proto esp" in sec["acquire"], sec["acquire"]
+    assert "proto esp spi 0x00000000" in sec["larval"] and "dev wan dir out mode packet" in sec["larval"], sec["larval"]
 
 
 def _no_loss_no_error(sec: dict, why: str) -> None:

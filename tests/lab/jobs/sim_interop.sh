@@ -33,4 +33,16 @@ lab_section dmesg; dmesg | grep -iE "leftover|swsim|bug|warn" || true
 kill $LAB_AGENT; wait $LAB_AGENT || true
 lab_section log; cat /run/so.log
 lab_nokeys
+# last, as it breaks the tunnel: net's outbound SA goes, its offloaded OUT policy stays (the
+# agent left it on exit). A packet makes the kernel put a larval state on the device and ask
+# charon (ACQUIRE), as with mlx5
+ip -n gwa xfrm monitor acquire >/run/acquire.txt 2>&1 &
+MON=$!
+sleep 0.5
+ip -n gwa xfrm state deleteall dst 192.0.2.2 proto esp
+ip netns exec hosta busybox ping -c 1 -W 1 10.2.0.2 >/dev/null 2>&1 || true
+sleep 0.5
+kill $MON; wait $MON || true
+lab_section acquire; cat /run/acquire.txt
+lab_section larval; ip -n gwa xfrm state list dst 192.0.2.2
 lab_section end
