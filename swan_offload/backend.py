@@ -35,6 +35,7 @@ class DelState:
 @dataclass(frozen=True)
 class AddPolicy:
     policy: o.XfrmPolicy
+    update: bool = False  # XFRM_MSG_UPDPOLICY: replace the policy of the same identity in one step
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def describe(op: Op) -> str:
     if isinstance(op, AddState):
         return "add " + op.state.describe()
     if isinstance(op, AddPolicy):
-        return "add " + op.policy.describe()
+        return ("update " if op.update else "add ") + op.policy.describe()
     if isinstance(op, DelState):
         return op.what or f"delete state spi 0x{op.id.spi:08x} dst {op.id.daddr}"
     return op.what or f"delete policy {op.id.sel.describe()} dir {c.DIR_NAMES.get(op.id.dir)}"
@@ -96,7 +97,8 @@ class NetlinkBackend:
             elif isinstance(op, DelState):
                 reqs.append(Request(c.XFRM_MSG_DELSA, o.state_id_to_msg(op.id), what=describe(op)))
             elif isinstance(op, AddPolicy):
-                reqs.append(Request(c.XFRM_MSG_NEWPOLICY, o.policy_to_msg(op.policy), what=describe(op)))
+                kind = c.XFRM_MSG_UPDPOLICY if op.update else c.XFRM_MSG_NEWPOLICY
+                reqs.append(Request(kind, o.policy_to_msg(op.policy), what=describe(op)))
             else:
                 reqs.append(Request(c.XFRM_MSG_DELPOLICY, o.policy_id_to_msg(op.id), what=describe(op)))
         return [r.error for r in self.sock.batch(reqs)]
@@ -166,7 +168,7 @@ class MemoryBackend:
                 return XfrmError(errno.ESRCH, None, what)
         elif isinstance(op, AddPolicy):
             k = self._pkey(op.policy.id)
-            if k in self.policies:
+            if k in self.policies and not op.update:
                 return XfrmError(errno.EEXIST, None, what)
             off = op.policy.offload
             if off and off.ifindex in self.refuse:

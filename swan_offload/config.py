@@ -56,6 +56,7 @@ class Config:
     status_file: str = "/run/swan-offload/status.json"
     resync_seconds: float = 30.0
     rekey_after_restore: bool = True
+    metrics_listen: str = ""  # host:port; "" serves no metrics (a config file defaults to DEFAULT_METRICS)
     rules: tuple[Rule, ...] = field(default_factory=lambda: (Rule(),))
 
     def rule_for(self, conn: str, child: str) -> Rule:
@@ -64,6 +65,17 @@ class Config:
             if r.matches(conn, child):
                 return r
         return Rule(match="<none>", mode="off", fallback="keep")
+
+
+DEFAULT_METRICS = "127.0.0.1:9814"  # loopback only: the series name connections and peers
+
+
+def split_listen(text: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host, port); ValueError otherwise. Port 0: any free one."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"{text!r} is not host:port")
+    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 def _take(sec: dict, key: str, typ: type | tuple, path: str, where: str, default: Any) -> Any:
@@ -94,6 +106,7 @@ def parse(text: str, path: str = "<string>") -> Config:
         raise ConfigError(path, "<syntax>", str(e)) from e
     vici = dict(_take(data, "vici", dict, path, "", {}))
     agent = dict(_take(data, "agent", dict, path, "", {}))
+    metrics = dict(_take(data, "metrics", dict, path, "", {}))
     raw_rules = _take(data, "rule", list, path, "", [{}])
     _no_leftovers(data, path, "")
 
@@ -123,6 +136,15 @@ def parse(text: str, path: str = "<string>") -> Config:
     rekey_restored = _take(agent, "rekey_after_restore", bool, path, "agent.", True)
     _no_leftovers(agent, path, "agent.")
 
+    listen = _take(metrics, "listen", str, path, "metrics.", DEFAULT_METRICS)
+    if listen:
+        try:
+            if split_listen(listen)[1] == 0:
+                raise ValueError(f"{listen!r} names no port")
+        except ValueError as e:
+            raise ConfigError(path, "metrics.listen", f'{e} ("" serves no metrics)') from e
+    _no_leftovers(metrics, path, "metrics.")
+
     rules = []
     for i, r in enumerate(raw_rules):
         where = f"rule[{i}]."
@@ -137,7 +159,7 @@ def parse(text: str, path: str = "<string>") -> Config:
         )
         _no_leftovers(r, path, where)
         rules.append(rule)
-    return Config(path, sock, recon, level, top, bypass, tuple(ports), margin, status_file, resync, rekey_restored, tuple(rules))
+    return Config(path, sock, recon, level, top, bypass, tuple(ports), margin, status_file, resync, rekey_restored, listen, tuple(rules))
 
 
 def load(path: str | Path) -> Config:

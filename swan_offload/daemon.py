@@ -16,28 +16,36 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from . import capability, vici_source
+from . import capability, metrics, vici_source
 from .backend import Backend, NetlinkBackend
 from .config import Config
 from .links import LinkMonitor
 from .reconciler import Reconciler
 from .xfrm import constants as c
+from .xfrm import objects as o
 from .xfrm.netlink import XfrmSocket
 
 log = logging.getLogger("swan_offload.daemon")
 
 NATIVE_PACKET_VERSION = (5, 9, 10)
+# how old the copy of an offloaded SA may grow: a device loss restores it from that read
+HELD_REFRESH_SECONDS = 1.0
 XFRM_TRIGGERS = {c.XFRM_MSG_NEWSA, c.XFRM_MSG_DELSA, c.XFRM_MSG_UPDSA, c.XFRM_MSG_EXPIRE, c.XFRM_MSG_NEWPOLICY, c.XFRM_MSG_DELPOLICY, c.XFRM_MSG_UPDPOLICY, c.XFRM_MSG_FLUSHSA, c.XFRM_MSG_FLUSHPOLICY}
 
 
 class XfrmMonitor(threading.Thread):
-    """Enqueues XFRM notifications not caused by the agent itself (by sender port)."""
+    """Enqueues XFRM notifications not caused by the agent itself (by sender port).
 
-    def __init__(self, q: queue.Queue, own_port: int, netns: str | None = None) -> None:
+    A new SA is also handed to ``on_new_state`` right here: following a rekey of an offloaded
+    CHILD_SA cannot wait for the main thread, which may be inside a slow list-sas.
+    """
+
+    def __init__(self, q: queue.Queue, own_port: int, netns: str | None = None, on_new_state: Callable[[Any], None] | None = None) -> None:
         super().__init__(name="xfrm-monitor", daemon=True)
         self.q = q
+        self.on_new_state = on_new_state
         self.own_port = own_port
         self.sock = XfrmSocket(groups=(c.XFRMNLGRP_SA, c.XFRMNLGRP_POLICY, c.XFRMNLGRP_EXPIRE), netns=netns)
         self.stopping = threading.Event()
@@ -48,9 +56,11 @@ class XfrmMonitor(threading.Thread):
 
     def run(self) -> None:
         while not self.stopping.is_set():
-            for mtype, pid, _msg in self.sock.events(timeout=0.5):
+            for mtype, pid, msg in self.sock.events(timeout=0.5):
                 self.seen += 1
                 if mtype < 0 or (mtype in XFRM_TRIGGERS and pid != self.own_port):
+                    if self.on_new_state and mtype in (c.XFRM_MSG_NEWSA, c.XFRM_MSG_UPDSA):
+                        self.on_new_state(msg)
                     self.q.put(("xfrm", mtype))
                 if self.stopping.is_set():
                     break
@@ -67,7 +77,8 @@ class Daemon:
         self.listener = vici_source.Listener(cfg.vici_socket, self.q, cfg.reconnect_max_seconds)
         # kernel notifications only exist for a real kernel
         port = getattr(getattr(self.backend, "sock", None), "port", None)
-        self.monitor = XfrmMonitor(self.q, port, netns) if port is not None else None
+        self.lock = threading.Lock()  # the reconciler is driven from the main and the monitor thread
+        self.monitor = XfrmMonitor(self.q, port, netns, self._follow) if port is not None else None
         self.links = LinkMonitor(self.q, netns) if port is not None else None
         self.stopping = threading.Event()
         self.connected = False
@@ -75,6 +86,7 @@ class Daemon:
         self.last_event = 0.0
         self.last_sync = 0.0
         self.sync_errors = 0
+        self.metrics_server: Any = None
 
     def stop(self) -> None:
         self.stopping.set()
@@ -87,13 +99,24 @@ class Daemon:
             if t:
                 t.start()
         self.listener.start()
+        self._serve_metrics()
         dirty = False
+        idle = min(self.cfg.resync_seconds, 5.0)
+        last_item = next_refresh = time.monotonic()
         try:
             while not self.stopping.is_set():
+                now = time.monotonic()
+                if now >= next_refresh:
+                    self._refresh_held()
+                    next_refresh = now + HELD_REFRESH_SECONDS
                 try:
-                    kind, payload = self.q.get(timeout=min(self.cfg.resync_seconds, 5.0))
+                    kind, payload = self.q.get(timeout=max(0.0, min(last_item + idle, next_refresh) - now))
+                    last_item = time.monotonic()
                 except queue.Empty:
+                    if time.monotonic() < last_item + idle:
+                        continue  # only the held copies were due
                     kind, payload = "timer", None
+                    last_item = time.monotonic()
                 dirty |= self._handle(kind, payload)
                 # let a burst of events settle, then reconcile once
                 deadline = time.monotonic() + 0.05
@@ -108,6 +131,8 @@ class Daemon:
                 if dirty and self.connected and not self.stopping.is_set():
                     dirty = not self.sync()
         finally:
+            if self.metrics_server is not None:
+                self.metrics_server.shutdown()
             self.listener.stop()
             for t in (self.monitor, self.links):
                 if t:
@@ -130,8 +155,50 @@ class Daemon:
             log.info("event %s", vici_source.describe_event(name, msg))
             return True
         if kind == "link" and payload is not None:
-            self.reconciler.link_changed(*payload)
+            with self.lock:
+                self.reconciler.link_changed(*payload)
         return kind in ("xfrm", "timer", "link")
+
+    def _serve_metrics(self) -> None:
+        if not self.cfg.metrics_listen:
+            return
+        collector = metrics.AgentCollector(self._metrics_snapshot, self._metrics_states)
+        try:
+            self.metrics_server, _thread = metrics.serve(collector, self.cfg.metrics_listen)
+        except OSError as e:
+            log.error("cannot serve metrics on %s: %s", self.cfg.metrics_listen, e)
+            return
+        log.info("metrics on http://%s/metrics", self.cfg.metrics_listen)
+
+    def _metrics_snapshot(self) -> metrics.Snapshot:
+        """HTTP thread: the reconciler's records, copied under the lock."""
+        with self.lock:
+            r = self.reconciler
+            latencies, r.latencies = r.latencies, []
+            agent = metrics.Agent(self.connected, self.last_event, r.runs, r.drift_repaired, self.monitor.seen if self.monitor else 0, dict(r.decisions), latencies)
+            return metrics.Snapshot(list(r.outcomes.values()), agent)
+
+    def _metrics_states(self) -> list:
+        with self.lock:
+            return self.backend.dump_states()
+
+    def _refresh_held(self) -> None:
+        """Keep the copies of offloaded SAs at most HELD_REFRESH_SECONDS old (see Reconciler.refresh_held)."""
+        try:
+            with self.lock:
+                self.reconciler.refresh_held()
+        except OSError as e:
+            log.warning("could not read the offloaded SAs: %s", e)
+
+    def _follow(self, msg: Any) -> None:
+        """Monitor thread: a new SA of charon's, maybe a rekey of an offloaded CHILD_SA."""
+        if not self.connected:
+            return
+        try:
+            with self.lock:
+                self.reconciler.follow(o.state_from_msg(msg))
+        except (OSError, ValueError, KeyError) as e:
+            log.warning("could not offload a new SA on arrival: %s", e)
 
     def _on_connect(self) -> None:
         try:
@@ -152,7 +219,8 @@ class Daemon:
             log.warning("list-sas failed: %s", e)
             return False
         try:
-            self.reconciler.reconcile(children)
+            with self.lock:
+                self.reconciler.reconcile(children)
         except OSError as e:
             self.sync_errors += 1
             log.error("reconcile failed: %s", e)

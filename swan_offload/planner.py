@@ -138,6 +138,14 @@ def moved_state(current: XfrmState, offload: Offload | None, outbound: bool, seq
     return replace(current, offload=offload, replay=replay, replay_esn=esn, lastused=None, sa_dir=None)
 
 
+def sa_shape(st: XfrmState) -> tuple:
+    """An SA without its key and SPI: a rekey of an SA has the same shape, and a device
+    answers an SA of the same shape the same way."""
+    algos = tuple((a.name, a.key_bits, a.icv_len, a.trunc_len) if a else None for a in (st.aead, st.crypt, st.auth, st.comp))
+    esn = (st.flags & c.XFRM_STATE_ESN, st.replay_esn.bmp_len if st.replay_esn else None)
+    return (st.family, st.daddr, st.saddr, st.reqid, st.proto, st.mode, algos, st.encap, esn, st.replay_window, st.mark, st.if_id, st.sel)
+
+
 def state_matches(current: XfrmState, offload: Offload | None) -> bool:
     cur = current.offload
     if offload is None or cur is None:
@@ -172,12 +180,20 @@ def _charon_policies(view: KernelView, reqid: int) -> list[XfrmPolicy]:
 
 
 def _hw_policy(sw: XfrmPolicy, prio: int, device: Device) -> XfrmPolicy:
+    """charon's policy as a packet-offloaded twin in the agent's band.
+
+    The template names no SPI (charon 5.9 names the outbound one): the kernel then takes the
+    newest valid SA of the reqid, which is the one charon just installed. A twin naming the SPI
+    would have to be updated in the instant between charon installing the new outbound SA and
+    deleting the old one, and traffic stops whenever that update comes late.
+    """
     return replace(
         sw,
         sel=replace(sw.sel, user=AGENT_TAG),
         priority=prio,
         index=0,
         curlft=LifetimeCur(),
+        templates=tuple(replace(t, spi=0) for t in sw.templates),
         offload=Offload(device.ifindex, c.XFRM_OFFLOAD_PACKET),
     )
 
@@ -276,6 +292,11 @@ def _bypasses(cfg: Config, plans: list[ChildPlan]) -> tuple[XfrmPolicy, ...]:
 def policy_key(p: XfrmPolicy | PolicyId) -> tuple:
     """The kernel's identity of a policy (selector, dir, mark, if_id)."""
     return (p.sel, p.dir, p.mark, p.if_id)
+
+
+def policy_content(p: XfrmPolicy) -> tuple:
+    """What can differ in a policy of the same identity (priority, templates): changed by update."""
+    return (p.priority, p.action, p.templates)
 
 
 def plan(children: list[ChildSA], cfg: Config, view: KernelView) -> Plan:

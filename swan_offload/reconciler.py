@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from . import planner as pl
@@ -20,8 +21,9 @@ from .backend import AddPolicy, AddState, Backend, DelPolicy, DelState, Op, rand
 from .capability import KernelCaps
 from .config import Config
 from .model import ChildSA
+from .xfrm import constants as c
 from .xfrm.netlink import XfrmError
-from .xfrm.objects import LifetimeCur, Secret, XfrmState
+from .xfrm.objects import LifetimeCur, Secret, XfrmPolicy, XfrmState
 
 log = logging.getLogger("swan_offload.reconciler")
 
@@ -41,6 +43,7 @@ class Outcome:
     device: str | None
     reason: str
     since: float = field(default_factory=time.time)
+    installed: float = 0.0  # wall clock when charon installed it (0: unknown)
 
     def as_dict(self) -> dict:
         return {
@@ -101,8 +104,12 @@ class Reconciler:
         self.refused: dict[tuple[str, int], str] = {}  # child -> why the device refused its SA
         self.crypto_refused: dict[tuple[str, int], str] = {}  # the same, for crypto offload
         self.runs = 0
+        # for metrics: decisions by outcome, event-to-offloaded latencies not yet scraped, repairs
+        self.decisions: Counter[str] = Counter()
+        self.latencies: list[float] = []
+        self.drift_repaired = 0
         self.last_plan: pl.Plan | None = None
-        self._have: set[tuple] = set()  # kernel identities of the policies present, kept current
+        self._have: dict[tuple, XfrmPolicy] = {}  # the policies present by identity, kept current
         self.held: dict[tuple[str, int, int], Held] = {}
         self.losses: dict[int, int] = {}  # ifindex -> times seen going down
         self.down: set[int] = set()
@@ -136,12 +143,13 @@ class Reconciler:
         self._note_devices(view)
         if self._restore(children, view):
             view = self.view()
-        self._have = {pl.policy_key(p) for p in view.policies}
+        self._have = {pl.policy_key(p): p for p in view.policies}
         plan = pl.plan(children, self.cfg, view)
         if plan.stale_states:
             probes = [DelState(s.id, "remove leftover " + s.describe()) for s in plan.stale_states]
             self._log_errors(self.backend.apply(probes), "remove leftover probe state")  # type: ignore[arg-type]
             log.info("removed %d probe state(s) left by an earlier run", len(probes))
+            self.drift_repaired += len(probes)
         if self._ensure_bypasses(plan):
             # a device refused: its children go to their fallbacks
             plan = pl.plan(children, self.cfg, replace(view, refusing_devices=dict(self.refusing)))
@@ -157,6 +165,7 @@ class Reconciler:
         self._log_errors(self.backend.apply(stale), "remove stale policy")
         for p in stale:
             log.info("retired %s", p.what.removeprefix("remove "))
+        self.drift_repaired += len(stale)
         self._hold(plan)
         live = {cp.child.key for cp in plan.children}
         for k in [k for k, h in self.held.items() if h.child not in live]:
@@ -205,6 +214,61 @@ class Reconciler:
             rate = max(0.0, (pl.out_seq(st) - pl.out_seq(prev.state)) / (now - prev.read_at))
         self.held[k] = Held(st, child, outbound, self.losses.get(st.offload.ifindex, 0), now, rate)
 
+    def refresh_held(self) -> int:
+        """Read the device's sequence numbers and counters of every held SA (one dump).
+
+        A device loss restores from the latest read, jumping ahead by what the rate seen
+        between reads could have sent since: reads only at reconciles (seconds or minutes
+        apart, at whatever rate traffic had then) let a stream that started since be
+        numbered twice, which reuses GCM nonces and makes the peer drop it as replays.
+        Returns how many copies were refreshed.
+        """
+        if not self.held:
+            return 0
+        now = {(s.daddr, s.spi, s.proto): s for s in self.backend.dump_states() if s.offload is not None}
+        fresh = 0
+        for k, h in list(self.held.items()):
+            st = now.get(k)
+            if st is not None and st.offload == h.state.offload:
+                self._keep(st, h.child, h.outbound)
+                fresh += 1
+        return fresh
+
+    def follow(self, st: XfrmState) -> bool:
+        """Offload at once a software SA charon just added beside an offloaded one of the same shape.
+
+        That is a rekey of a CHILD_SA already in hardware. Until it is moved, the 6.12 kernel
+        cannot find the offloaded SAs of that reqid: it puts a software SA at the head of a
+        hash bucket that holds only offloaded SAs, and its offloaded lookup stops at the first
+        software SA. Waiting for list-sas would keep that window open far longer.
+        The full reconcile that follows finds the SA moved; the policies need no change (their
+        templates name no SPI).
+        """
+        if st.offload is not None or st.proto != c.IPPROTO_ESP:
+            return False
+        shape = pl.sa_shape(st)
+        twin = next((h for h in self.held.values() if pl.sa_shape(h.state) == shape and self._offloaded(h)), None)
+        if twin is None:
+            return False
+        assert twin.state.offload is not None
+        new = pl.moved_state(st, twin.state.offload, twin.outbound, self.cfg.seq_margin)
+        gone, refused = self.backend.apply([DelState(st.id, "remove " + st.describe()), AddState(new)])
+        if gone is None and refused is None:
+            self._keep(new, twin.child, twin.outbound)
+            log.info("reqid %d: new %s offloaded on arrival (a rekey of an offloaded CHILD_SA)", st.reqid, new.describe())
+            return True
+        repair: list[Op] = []
+        if gone is not None and refused is None:  # charon deleted it meanwhile: no orphan
+            repair.append(DelState(new.id, "remove replacement of a state charon deleted"))
+        elif gone is None:  # the device refused: charon's SA goes back, the full reconcile decides
+            repair.append(AddState(pl.moved_state(st, None, twin.outbound, self.cfg.seq_margin)))
+        self._log_errors(self.backend.apply(repair), "restore after a refused offload on arrival")
+        return False
+
+    def _offloaded(self, h: Held) -> bool:
+        done = self.outcomes.get(h.child)
+        return done is not None and done.mode == pl.PACKET and h.state.offload is not None and h.state.offload.ifindex not in self.down
+
     def _restore(self, children: list[ChildSA], view: pl.KernelView) -> bool:
         """Put back in software every held SA a device loss took while charon still uses it."""
         live = {ch.key: ch for ch in children if ch.state in ("INSTALLED", "")}
@@ -224,6 +288,7 @@ class Reconciler:
                 log.error("%s: could not restore %s after its device went down: %s", ch.label, new.describe(), err.reason)
                 continue
             self.restored[ch.key] = ch
+            self.drift_repaired += 1
             seq = f" (outbound sequence advanced by {jump})" if h.outbound else ""
             log.warning("%s reqid %d: restored %s in software after device #%d went down%s", ch.label, ch.reqid, new.describe(), h.state.offload.ifindex if h.state.offload else 0, seq)
         return bool(todo)
@@ -239,7 +304,7 @@ class Reconciler:
         refused = False
         for p, err in zip(missing, self.backend.apply([AddPolicy(p) for p in missing])):
             if err is None:
-                self._have.add(pl.policy_key(p))
+                self._have[pl.policy_key(p)] = p
                 log.info("installed IKE bypass %s", p.describe())
                 continue
             assert p.offload is not None
@@ -255,7 +320,14 @@ class Reconciler:
         dev = cp.device.name if cp.device and mode in (pl.PACKET, pl.CRYPTO) else None
         if prev and (prev.mode, prev.device, prev.reason) == (mode, dev, reason):
             return
-        self.outcomes[ch.key] = Outcome(ch.label, ch.ike_name, ch.name, ch.uniqueid, ch.reqid, ch.spi_in, ch.spi_out, mode, dev, reason)
+        now = time.time()
+        installed = now - ch.install_time if ch.install_time else 0.0
+        self.outcomes[ch.key] = Outcome(ch.label, ch.ike_name, ch.name, ch.uniqueid, ch.reqid, ch.spi_in, ch.spi_out, mode, dev, reason, now, installed)
+        if mode != pl.PENDING:
+            self.decisions[mode] += 1
+        promoted = mode in (pl.PACKET, pl.CRYPTO) and (prev is None or prev.mode not in (pl.PACKET, pl.CRYPTO))
+        if promoted and installed and len(self.latencies) < 10000:
+            self.latencies.append(now - installed)
         if mode in (pl.PACKET, pl.CRYPTO):
             log.info("%s reqid %d: %s offload on %s%s", ch.label, ch.reqid, mode, dev, f" ({reason})" if reason else "")
         elif mode != pl.PENDING:
@@ -317,7 +389,14 @@ class Reconciler:
             for p in plan.stale_policies
             if any(t.reqid == cp.child.reqid for t in p.templates) and pl.policy_key(p) not in target_keys
         ]
-        add = [AddPolicy(p) for p in cp.policies if pl.policy_key(p) not in self._have]
+        # a policy of the same identity whose template or priority differs from the plan (charon
+        # changed its own, or an older agent made it) is updated in place: the kernel swaps it
+        # atomically, with no moment without a policy
+        add = [
+            AddPolicy(p, update=pl.policy_key(p) in self._have)
+            for p in cp.policies
+            if pl.policy_key(p) not in self._have or pl.policy_content(self._have[pl.policy_key(p)]) != pl.policy_content(p)
+        ]
         changes = pl.state_changes(cp, self.cfg.seq_margin) if cp.target != pl.KEEP else []
         fresh: list[tuple[XfrmState, XfrmState, bool]] = []
         if changes:
@@ -325,7 +404,7 @@ class Reconciler:
             if refusal:
                 if drop:
                     self._log_errors(self.backend.apply(drop), "remove policy")  # type: ignore[arg-type]
-                    self._have -= {pl.policy_key(d.id) for d in drop}
+                    self._forget(drop)
                 return refusal
             # read again just before the swap: counters and sequence numbers moved on
             for cur, new in changes:
@@ -341,9 +420,9 @@ class Reconciler:
         if not ops:
             return None
         errs = self.backend.apply(ops)
-        self._have -= {pl.policy_key(d.id) for d in drop}
+        self._forget(drop)
         if not any(errs):
-            self._have |= {pl.policy_key(a.policy) for a in add}
+            self._have.update((pl.policy_key(a.policy), a.policy) for a in add)
             for _cur, new, outbound in fresh:
                 if new.offload is not None:
                     self._keep(new, cp.child.key, outbound)
@@ -378,6 +457,10 @@ class Reconciler:
             if err is not None:
                 log.error("could not restore after a refused move: %s", err)
         return first.reason
+
+    def _forget(self, drop: list[DelPolicy]) -> None:
+        for d in drop:
+            self._have.pop(pl.policy_key(d.id), None)
 
     @staticmethod
     def _log_errors(errs: list[XfrmError | None], what: str) -> None:

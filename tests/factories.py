@@ -56,7 +56,8 @@ def charon_objects(ch: ChildSA, esn: bool = False, mark: o.Mark | None = None, i
         for rts in ch.remote_ts:
             out_sel = _sel(lts.text, rts.text)
             in_sel = _sel(rts.text, lts.text)
-            t_out = o.Template(ch.remote_host, 0, c.IPPROTO_ESP, fam, ch.local_host, ch.reqid, mode)
+            # charon (5.9.x) names the outbound SA's SPI in the OUT template; a rekey updates it
+            t_out = o.Template(ch.remote_host, ch.spi_out, c.IPPROTO_ESP, fam, ch.local_host, ch.reqid, mode)
             t_in = o.Template(ch.local_host, 0, c.IPPROTO_ESP, fam, ch.remote_host, ch.reqid, mode)
             policies.append(o.XfrmPolicy(out_sel, c.XFRM_POLICY_OUT, charon_priority(out_sel), templates=(t_out,), mark=mark, if_id=if_id))
             policies.append(o.XfrmPolicy(in_sel, c.XFRM_POLICY_IN, charon_priority(in_sel), templates=(t_in,), mark=mark, if_id=if_id))

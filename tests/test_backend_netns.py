@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import socket
 import subprocess
+from dataclasses import replace
 
 import pytest
 
-from swan_offload import capability
+from swan_offload import capability, planner
 from swan_offload.backend import AddPolicy, AddState, DelPolicy, NetlinkBackend
 from swan_offload.planner import AGENT_TAG
 from swan_offload.xfrm import constants as c
@@ -50,6 +51,19 @@ def test_policy_install_dump_remove(backend, netns):
     assert err is not None and err.errno == 17
     assert backend.apply([DelPolicy(tagged.id)]) == [None]
     assert {p.sel.user for p in backend.dump_policies()} == {0}
+
+
+def test_policy_update_replaces_template_in_place(backend, netns):
+    """A rekey's new SPI reaches the offloaded twin by UPDPOLICY; what the kernel dumps back
+    compares equal to what was sent, so the reconciler sees no drift on the next run."""
+    tagged = o.XfrmPolicy(o.Selector(**{**SEL.__dict__, "user": AGENT_TAG}), c.XFRM_POLICY_OUT, 55712, templates=(replace(TMPL, spi=0xC1000001),))
+    assert backend.apply([AddPolicy(tagged)]) == [None]
+    newer = tagged.evolve(templates=(replace(TMPL, spi=0xC1000002),))
+    assert backend.apply([AddPolicy(newer)])[0].errno == 17  # NEWPOLICY refuses the same identity
+    assert backend.apply([AddPolicy(newer, update=True)]) == [None]
+    (got,) = backend.dump_policies()
+    assert planner.policy_content(got) == planner.policy_content(newer)
+    assert "spi 0xc1000002" in ip_xfrm_policy(netns)
 
 
 def test_batch_reports_each_result_in_order(backend):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import urllib.request
 
 import pytest
 
@@ -29,7 +30,7 @@ def rig(tmp_path):
     kernel.addresses["192.0.2.1"] = ETH
     kernel.names[ETH.name] = ETH
     cfg = config.Config(vici_socket=server.path, status_file=str(tmp_path / "status.json"), resync_seconds=0.2,
-                        reconnect_max_seconds=0.2)
+                        reconnect_max_seconds=0.2, metrics_listen="127.0.0.1:0")
     d = Daemon(cfg, backend=kernel, caps=KernelCaps(True, "test", "6.12"))
     t = threading.Thread(target=d.run, daemon=True)
     t.start()
@@ -61,6 +62,17 @@ def test_child_up_is_offloaded_and_status_written(rig, tmp_path):
     status = json.loads((tmp_path / "status.json").read_text())
     row = status["children"][0]
     assert (row["child"], row["reqid"], row["mode"], row["device"]) == ("net", 1, "packet", "eth0")
+    # the running daemon serves it to Prometheus
+    text = scrape(d)
+    assert 'swan_offload_sa_offload{child="net",connection="gw",device="eth0",direction="out",mode="packet",uniqueid="1"} 1.0' in text, text
+    assert "swan_offload_vici_connected 1.0" in text and "swan_offload_reconcile_runs_total" in text
+
+
+def scrape(d) -> str:
+    wait_for(lambda: d.metrics_server is not None, what="metrics server")
+    port = d.metrics_server.server_address[1]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return resp.read().decode()
 
 
 def test_rekey_with_delayed_delete(rig):
@@ -157,7 +169,7 @@ def test_no_key_material_anywhere(rig, tmp_path, caplog, capsys):
 
     assert main(["-c", write_cfg(tmp_path, server.path), "status"]) == 0
     assert main(["-c", write_cfg(tmp_path, server.path), "status", "--json"]) == 0
-    blob = caplog.text + (tmp_path / "status.json").read_text() + capsys.readouterr().out
+    blob = caplog.text + (tmp_path / "status.json").read_text() + capsys.readouterr().out + scrape(d)
     assert "reqid 0" in blob  # the refusal is visible
     for form in (KEY.hex(), KEY.hex(":"), str(KEY), KEY[:8].hex()):
         assert form not in blob

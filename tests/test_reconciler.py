@@ -277,6 +277,101 @@ def test_child_being_rekeyed_keeps_its_last_outcome():
     assert r.outcomes[ch.key].mode == "packet"  # its SAs are still in hardware until charon deletes them
 
 
+def test_rekey_needs_no_policy_change_and_an_outdated_twin_is_updated_in_place():
+    """charon 5.9 names the outbound SPI in its OUT template; the offloaded twin names none, so
+    the kernel takes the newest SA of the reqid and a rekey changes no policy. A twin that
+    differs from the plan (as an older agent left it) is replaced by UPDPOLICY, never deleted."""
+    old = child()
+    k = kernel_with([old])
+    r = Reconciler(k, config.Config(), CAPS)
+    r.reconcile([old])
+    hw_out = lambda: [p for p in k.policies.values() if pl.is_agent_policy(p) and p.dir == c.XFRM_POLICY_OUT and p.templates]  # noqa: E731
+    assert [t.spi for p in hw_out() for t in p.templates] == [0]
+    new, _states = _rekeyed(k, old)
+    for spi, dst in ((old.spi_in, old.local_host), (old.spi_out, old.remote_host)):
+        k.states.pop((dst, spi, c.IPPROTO_ESP))  # charon's delete of the old SAs
+    k.batches.clear()
+    r.reconcile([new])
+    assert not [op for op in mutations(k) if isinstance(op, AddPolicy)]
+    assert offloads(k) == {new.spi_out: c.XFRM_OFFLOAD_PACKET, new.spi_in: c.XFRM_OFFLOAD_PACKET | c.XFRM_OFFLOAD_INBOUND}
+    (twin,) = hw_out()
+    k.policies[pl.policy_key(twin)] = replace(twin, templates=(replace(twin.templates[0], spi=new.spi_out),))
+    k.batches.clear()
+    r2 = Reconciler(k, config.Config(), CAPS)  # a restart finds the outdated twin
+    r2.reconcile([new])
+    assert [(type(op).__name__, op.update) for op in mutations(k)] == [("AddPolicy", True)]
+    assert [t.spi for p in hw_out() for t in p.templates] == [0]
+
+
+def _rekeyed(k: MemoryBackend, old, **kw):
+    """charon's rekey of ``old``: the new SAs in software, its policies naming the new SPI."""
+    new = child(uniqueid=old.uniqueid + 1, spi_in=old.spi_in + 1, spi_out=old.spi_out + 1)
+    states, policies = charon_objects(new, **kw)
+    for st in states:
+        k.states[(st.daddr, st.spi, st.proto)] = st
+    for p in policies:
+        k.policies[(p.sel, p.dir, p.mark, p.if_id)] = p
+    return new, states
+
+
+def test_rekeyed_sa_of_an_offloaded_child_is_offloaded_on_arrival():
+    """The kernel notification of charon's new SA is enough: no probe, no list-sas."""
+    old = child()
+    k = kernel_with([old])
+    r = Reconciler(k, config.Config(), CAPS)
+    r.reconcile([old])
+    new, states = _rekeyed(k, old)
+    k.batches.clear()
+    assert all(r.follow(st) for st in states)
+    assert [[type(op).__name__ for op in b] for b in k.batches] == [["DelState", "AddState"]] * 2  # no probe
+    assert offloads(k)[new.spi_out] == c.XFRM_OFFLOAD_PACKET
+    assert offloads(k)[new.spi_in] == c.XFRM_OFFLOAD_PACKET | c.XFRM_OFFLOAD_INBOUND
+    moved_out = k.states[(new.remote_host, new.spi_out, c.IPPROTO_ESP)]
+    assert moved_out.replay.oseq == 500 + config.Config().seq_margin  # the usual forward jump, never back
+    # the reconcile that follows finds nothing left to do
+    k.batches.clear()
+    r.reconcile([new])
+    assert mutations(k) == []
+    assert r.outcomes[new.key].mode == "packet"
+
+
+def test_new_sa_not_like_an_offloaded_one_waits_for_the_reconcile():
+    old = child()
+    k = kernel_with([old])
+    r = Reconciler(k, config.Config(), CAPS)
+    r.reconcile([old])
+    _new, states = _rekeyed(k, old, esn=True)  # another shape: the device may answer otherwise
+    k.batches.clear()
+    assert not any(r.follow(st) for st in states) and k.batches == []
+    sw = child(name="sw", reqid=2, spi_in=0xC0000009, spi_out=0xC1000009, lts=("10.1.1.0/24",))
+    k2 = kernel_with([sw])
+    r2 = Reconciler(k2, config.Config(rules=(config.Rule("gw/sw", "off", "keep"),)), CAPS)
+    r2.reconcile([sw])
+    _new2, states2 = _rekeyed(k2, sw)
+    assert not any(r2.follow(st) for st in states2)  # nothing of that child is offloaded
+
+
+class RefusesAfterFirst(MemoryBackend):
+    """Takes the first two offloaded SAs and nothing more (a full SA table)."""
+
+    def _one(self, op):
+        if isinstance(op, AddState) and op.state.offload and not pl.is_probe_state(op.state):
+            if sum(1 for st in self.states.values() if st.offload) >= 2:
+                return XfrmError(errno.ENOSPC, "Device SA table is full", "add state")
+        return super()._one(op)
+
+
+def test_refused_offload_on_arrival_puts_charons_sa_back():
+    old = child()
+    k = kernel_with([old], cls=RefusesAfterFirst)
+    r = Reconciler(k, config.Config(), CAPS)
+    r.reconcile([old])
+    new, states = _rekeyed(k, old)
+    assert not r.follow(states[0])
+    back = k.states[(new.remote_host, new.spi_out, c.IPPROTO_ESP)]
+    assert back.offload is None and back.aead == states[0].aead
+
+
 class RefusesSaOnly(MemoryBackend):
     """Takes policies (bypasses) but no SA at all, like a device refusing an algorithm."""
 
@@ -299,3 +394,29 @@ def test_refusal_is_logged_once_and_leaves_no_bypasses(caplog):
     k.batches.clear()
     r.reconcile([ch])
     assert mutations(k) == []
+
+
+def test_held_copies_follow_the_device_between_reconciles_so_a_loss_never_reuses_a_sequence_number():
+    """A stream that starts after the last reconcile: only refresh_held has seen it."""
+    ch = child()
+    k = kernel_with([ch])
+    r = Reconciler(k, config.Config(seq_margin=8), CAPS)
+    r.reconcile([ch])
+    key_out = (ch.remote_host, ch.spi_out, c.IPPROTO_ESP)
+    for _ in range(3):  # the device sends 500 packets between reads, no reconcile runs
+        live = k.states[key_out]
+        k.states[key_out] = replace(live, replay=replace(live.replay, oseq=live.replay.oseq + 500))
+        assert r.refresh_held() == 2
+    sent = k.states[key_out].replay.oseq
+    _device_goes_down(k)
+    r.link_changed(ETH.ifindex, False)
+    r.reconcile([ch])
+    back = {s.spi: s for s in k.states.values()}
+    assert back[ch.spi_out].offload is None and back[ch.spi_out].replay.oseq >= sent + 8
+    assert r.refresh_held() == 0  # nothing offloaded is held any more
+
+
+def test_refresh_held_reads_nothing_when_nothing_is_offloaded():
+    k = kernel_with([])
+    r = Reconciler(k, config.Config(), CAPS)
+    assert r.refresh_held() == 0

@@ -171,13 +171,15 @@ lab_up() {
 LAB_SO="$LAB_DIR/../../.venv/bin/swan-offload"
 LAB_PY="$LAB_DIR/../../.venv/bin/python"
 
-# lab_agent_conf [RULES...]: write /run/so.toml for gwa's charon; each RULE is "match fallback".
+# lab_agent_conf [RULES...]: write /run/so.toml for gwa's charon; each RULE is "match fallback [mode]".
 # LAB_AGENT_EXTRA: more lines for the [agent] table (e.g. "seq_margin = 8").
 lab_agent_conf() {
     printf '[vici]\nsocket = "/run/gwa/charon.vici"\nreconnect_max_seconds = 1\n[agent]\nstatus_file = "/run/so-status.json"\nresync_seconds = 2\n%s\n' "${LAB_AGENT_EXTRA:-}" >/run/so.toml
-    local r
+    local r m f mode
     for r in "$@"; do
-        printf '[[rule]]\nmatch = "%s"\nfallback = "%s"\n' "${r% *}" "${r#* }" >>/run/so.toml
+        read -r m f mode <<<"$r"
+        printf '[[rule]]\nmatch = "%s"\nfallback = "%s"\n' "$m" "$f" >>/run/so.toml
+        [ -z "$mode" ] || printf 'mode = "%s"\n' "$mode" >>/run/so.toml
     done
 }
 

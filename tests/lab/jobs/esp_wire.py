@@ -75,9 +75,12 @@ def decrypt(ns: str, path: str, saved: str | None = None) -> None:
         _ptype, hexframe = line.split()
         esp = esp_of(bytes.fromhex(hexframe))
         spi, seq = struct.unpack_from("!II", esp)
-        row = out.setdefault(f"{spi:08x}", {"frames": 0, "decrypted": 0, "seqs": []})
+        row = out.setdefault(f"{spi:08x}", {"frames": 0, "decrypted": 0, "seqs": [], "seq_iv": 0})
         row["frames"] += 1
         row["seqs"].append(seq)
+        # swsim writes the sequence number as the IV; the kernel's seqiv XORs it with a
+        # random salt: an IV equal to the sequence number says the device enciphered the frame
+        row["seq_iv"] += esp[8:16] == struct.pack("!Q", seq)
         key = keys.get(spi)
         if key is None or esn.get(spi):
             continue  # not a current SA of NS (or ESN, whose high bits are not on the wire)

@@ -23,6 +23,7 @@ lab_section pinger; cat /run/pinger.out
 
 # 4b: lifetime-driven rekeys of "fast" (every 8-10 s) under a UDP stream
 lab_section stream; lab_udp 4000 220 0.1
+lab_section xfrm_stat; ip netns exec gwa cat /proc/net/xfrm_stat
 sleep $((LAB_DELETE_REKEYED_DELAY + 2))
 lab_agent_settled
 lab_check lifetime

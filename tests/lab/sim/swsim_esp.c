@@ -169,6 +169,62 @@ drop:
 	return NULL;
 }
 
+/* Crypto offload, transmit: the SA of this device the kernel's ESP left @skb for, or NULL. */
+struct swsim_sa *swsim_crypto_tx_sa(struct net_device *dev, struct sk_buff *skb)
+{
+	struct xfrm_offload *xo = xfrm_offload(skb);
+	struct sec_path *sp = skb_sec_path(skb);
+	struct xfrm_state *x;
+
+	if (!xo || !sp || !sp->len || !(xo->flags & XFRM_XMIT))
+		return NULL;
+	x = sp->xvec[sp->len - 1];
+	if (x->xso.dev != dev || x->xso.type != XFRM_DEV_OFFLOAD_CRYPTO || x->xso.dir != XFRM_DEV_OFFLOAD_OUT)
+		return NULL;
+	return (struct swsim_sa *)x->xso.offload_handle;
+}
+
+/*
+ * Crypto offload, transmit: the kernel built the frame (outer IP, ESP header with SPI and
+ * sequence number, room for the IV, plain payload and trailer, room for the ICV). The
+ * device writes the IV and encrypts in place, as a ConnectX in crypto mode does.
+ * Returns @skb, or NULL when it was dropped.
+ */
+struct sk_buff *swsim_esp_encrypt(struct swsim_sa *sa, struct sk_buff *skb)
+{
+	struct xfrm_offload *xo = xfrm_offload(skb);
+	struct ip_esp_hdr *esph;
+	unsigned int hlen, off;
+	u8 *ip;
+	u64 seq;
+
+	if (skb_linearize(skb) || skb_ensure_writable(skb, skb->len) || skb->len < ETH_HLEN + sizeof(struct iphdr))
+		goto drop;
+	ip = skb->data + ETH_HLEN;
+	if ((ip[0] >> 4) == 6) {
+		if (((struct ipv6hdr *)ip)->nexthdr != IPPROTO_ESP)
+			goto drop;		/* extension headers: offload_ok would have refused */
+		hlen = sizeof(struct ipv6hdr);
+	} else {
+		hlen = ((struct iphdr *)ip)->ihl * 4;
+	}
+	off = ETH_HLEN + hlen + sizeof(*esph) + SWSIM_IV_LEN;
+	if (skb->len < off + 2 + SWSIM_ICV_LEN)
+		goto drop;
+	esph = (struct ip_esp_hdr *)(ip + hlen);
+	seq = ((u64)xo->seq.hi << 32) | ntohl(esph->seq_no);
+	put_unaligned_be64(seq, esph->enc_data);	/* explicit IV: the sequence number, as seqiv */
+	if (swsim_aead(sa, true, esph->spi, seq, esph->enc_data, skb->data + off, skb->len - off))
+		goto drop;
+	sa->bytes += skb->len - ETH_HLEN;
+	sa->packets++;
+	secpath_reset(skb);
+	return skb;
+drop:
+	kfree_skb(skb);
+	return NULL;
+}
+
 /* RFC 4303 Appendix A: the full sequence number of @lo, given the window's top. */
 static u64 swsim_seq_of(struct swsim_sa *sa, u32 lo)
 {
@@ -224,8 +280,60 @@ static int swsim_mark(struct sk_buff *skb, struct xfrm_state *x)
 }
 
 /*
+ * Crypto offload, receive: decrypt in place and hand the ESP frame up marked as done
+ * by the device; the kernel checks anti-replay and strips ESP itself. An ICV mismatch
+ * goes up too, marked as failed, so the kernel counts it (XfrmInStateProtoError and the
+ * SA's integrity_failed), as mlx5 reports its syndromes. Called with the device lock held.
+ */
+static struct sk_buff *swsim_crypto_decrypt(struct swsim_priv *p, struct swsim_sa *sa, struct sk_buff *skb,
+					    unsigned int hlen)
+{
+	struct xfrm_state *x = sa->x;
+	struct ip_esp_hdr *esph;
+	struct xfrm_offload *xo;
+	unsigned int len;
+	u8 *ip;
+	u64 seq;
+	int err;
+
+	skb = skb_unshare(skb, GFP_ATOMIC);
+	if (!skb || skb_linearize(skb))
+		goto drop;
+	ip = skb->data + ETH_HLEN;
+	len = skb->len - ETH_HLEN;
+	if ((ip[0] >> 4) == 4)
+		len = min_t(unsigned int, len, ntohs(((struct iphdr *)ip)->tot_len));
+	esph = (struct ip_esp_hdr *)(ip + hlen);
+	if (sa->esn && x->replay_esn)
+		sa->top = ((u64)x->replay_esn->seq_hi << 32) | x->replay_esn->seq;
+	seq = swsim_seq_of(sa, ntohl(esph->seq_no));
+	err = swsim_aead(sa, false, esph->spi, seq, esph->enc_data, esph->enc_data + SWSIM_IV_LEN,
+			 len - hlen - sizeof(*esph) - SWSIM_IV_LEN);
+	if (err) {
+		sa->integrity_fail++;
+		p->stats[SWSIM_RX_AUTH_FAIL]++;
+	}
+	if (swsim_mark(skb, x))
+		goto drop;
+	xo = xfrm_offload(skb);
+	if (err == -EBADMSG)
+		xo->status = x->props.mode == XFRM_MODE_TUNNEL ? CRYPTO_TUNNEL_ESP_AUTH_FAILED
+							     : CRYPTO_TRANSPORT_ESP_AUTH_FAILED;
+	else if (err)
+		xo->status = CRYPTO_GENERIC_ERROR;
+	skb->ip_summed = CHECKSUM_NONE;
+	sa->bytes += len;
+	sa->packets++;
+	return skb;
+drop:
+	kfree_skb(skb);
+	return NULL;
+}
+
+/*
  * Receive on @dev: an ESP frame for one of its inbound packet-offloaded SAs is
- * checked, decrypted and stripped; anything else passes unchanged. Returns the
+ * checked, decrypted and stripped; one for a crypto-offloaded SA is decrypted in
+ * place; anything else passes unchanged. Returns the
  * frame for the stack, or NULL when the device dropped it (counted on the SA).
  */
 struct sk_buff *swsim_esp_decap(struct net_device *dev, struct sk_buff *skb)
@@ -271,6 +379,12 @@ struct sk_buff *swsim_esp_decap(struct net_device *dev, struct sk_buff *skb)
 		spin_unlock_bh(&p->lock);
 		return skb;			/* not offloaded here: the stack's ESP handles it */
 	}
+	if (sa->crypto) {
+		p->stats[SWSIM_CRYPTO_RX]++;
+		skb = swsim_crypto_decrypt(p, sa, skb, hlen);
+		spin_unlock_bh(&p->lock);
+		return skb;
+	}
 	seq = swsim_seq_of(sa, ntohl(esph->seq_no));
 	if (!swsim_replay_ok(sa, seq)) {
 		sa->replay_fail++;
@@ -288,8 +402,10 @@ struct sk_buff *swsim_esp_decap(struct net_device *dev, struct sk_buff *skb)
 	payload = esph->enc_data + SWSIM_IV_LEN;
 	if (swsim_aead(sa, false, esph->spi, seq, esph->enc_data, payload, clen)) {
 		sa->integrity_fail++;
+		p->stats[SWSIM_RX_AUTH_FAIL]++;
 		goto drop;
 	}
+	p->stats[SWSIM_PACKET_RX]++;
 	swsim_replay_advance(sa, seq);
 	trailer = payload + clen - SWSIM_ICV_LEN - 2;
 	nexthdr = trailer[1];

@@ -4,13 +4,15 @@
  * Frames sent on one arrive on the other (like veth). Between them sits the
  * "hardware": the sender's packet-offloaded OUT policies and SAs turn plain frames
  * into ESP, the receiver's inbound SAs turn ESP back into plain frames marked as
- * decrypted by the device. Traffic that matches no offloaded policy or SA passes
+ * decrypted by the device. Crypto-offloaded SAs are enciphered and deciphered in
+ * place in the ESP frames the kernel builds and strips. Traffic that matches no offloaded policy or SA passes
  * unchanged, so a peer running software ESP interoperates.
  *
  *   insmod swsim.ko max_sa=N     cap on offloaded SAs per device (ENOSPC beyond)
  */
 #include <linux/module.h>
 #include <linux/etherdevice.h>
+#include <linux/ethtool.h>
 #include <linux/rtnetlink.h>
 #include "swsim.h"
 
@@ -32,12 +34,24 @@ static netdev_tx_t swsim_xmit(struct sk_buff *skb, struct net_device *dev)
 	if (!peer || !netif_carrier_ok(dev))
 		goto drop;
 	spin_lock_bh(&p->lock);
+	sa = swsim_crypto_tx_sa(dev, skb);
+	if (sa) {
+		p->stats[SWSIM_CRYPTO_TX]++;
+		skb = swsim_esp_encrypt(sa, skb);
+		spin_unlock_bh(&p->lock);
+		if (!skb) {
+			DEV_STATS_INC(dev, tx_dropped);
+			goto out;
+		}
+		goto wire;
+	}
 	sa = swsim_out_sa(p, skb);
 	if (IS_ERR(sa)) {
 		spin_unlock_bh(&p->lock);
 		goto drop;			/* an offloaded policy without SA, or a block */
 	}
 	if (sa) {
+		p->stats[SWSIM_PACKET_TX]++;
 		skb = swsim_esp_encap(sa, skb);
 		if (!skb) {
 			spin_unlock_bh(&p->lock);
@@ -46,6 +60,7 @@ static netdev_tx_t swsim_xmit(struct sk_buff *skb, struct net_device *dev)
 		}
 	}
 	spin_unlock_bh(&p->lock);
+wire:
 	len = skb->len;
 	DEV_STATS_INC(dev, tx_packets);
 	DEV_STATS_ADD(dev, tx_bytes, len);
@@ -106,6 +121,37 @@ static const struct net_device_ops swsim_netdev_ops = {
 	.ndo_set_mac_address = eth_mac_addr,
 };
 
+static const char swsim_stat_names[SWSIM_NSTATS][ETH_GSTRING_LEN] = {
+	"ipsec_packet_tx_pkts", "ipsec_packet_rx_pkts",
+	"ipsec_crypto_tx_pkts", "ipsec_crypto_rx_pkts", "ipsec_rx_auth_fail",
+};
+
+static int swsim_sset_count(struct net_device *dev, int sset)
+{
+	return sset == ETH_SS_STATS ? SWSIM_NSTATS : -EOPNOTSUPP;
+}
+
+static void swsim_get_strings(struct net_device *dev, u32 sset, u8 *buf)
+{
+	if (sset == ETH_SS_STATS)
+		memcpy(buf, swsim_stat_names, sizeof(swsim_stat_names));
+}
+
+static void swsim_get_stats(struct net_device *dev, struct ethtool_stats *st, u64 *data)
+{
+	struct swsim_priv *p = netdev_priv(dev);
+
+	spin_lock_bh(&p->lock);
+	memcpy(data, p->stats, sizeof(p->stats));
+	spin_unlock_bh(&p->lock);
+}
+
+const struct ethtool_ops swsim_ethtool_ops = {
+	.get_sset_count = swsim_sset_count,
+	.get_strings = swsim_get_strings,
+	.get_ethtool_stats = swsim_get_stats,
+};
+
 static void swsim_setup(struct net_device *dev)
 {
 	struct swsim_priv *p = netdev_priv(dev);
@@ -113,8 +159,11 @@ static void swsim_setup(struct net_device *dev)
 	ether_setup(dev);
 	dev->netdev_ops = &swsim_netdev_ops;
 	dev->xfrmdev_ops = &swsim_xfrmdev_ops;
+	dev->ethtool_ops = &swsim_ethtool_ops;
 	dev->features |= NETIF_F_HW_ESP;
 	dev->hw_features |= NETIF_F_HW_ESP;
+	/* tunnel mode sets skb->encapsulation: without this the kernel enciphers in software */
+	dev->hw_enc_features |= NETIF_F_HW_ESP;
 	dev->priv_flags |= IFF_NO_QUEUE;
 	dev->min_mtu = 68;
 	dev->max_mtu = 9000;

@@ -66,10 +66,8 @@ static int swsim_check_state(struct xfrm_state *x, struct netlink_ext_ack *extac
 		NL_SET_ERR_MSG_MOD(extack, "Encapsulated (NAT-T) xfrm states are not supported by this device");
 		return -EINVAL;
 	}
-	if (!packet) {
-		NL_SET_ERR_MSG_MOD(extack, "Crypto offload is not supported by this device, only packet offload");
-		return -EOPNOTSUPP;
-	}
+	if (!packet)
+		return 0;	/* crypto offload: the kernel keeps policies, lifetimes and anti-replay */
 	if (!x->props.reqid) {
 		NL_SET_ERR_MSG_MOD(extack, "Cannot offload without reqid");
 		return -EINVAL;
@@ -95,8 +93,16 @@ static int swsim_state_add(struct xfrm_state *x, struct netlink_ext_ack *extack)
 {
 	struct swsim_priv *p = priv_of(x->xso.dev);
 	struct swsim_sa *sa;
-	int err = swsim_check_state(x, extack);
+	int err;
 
+	/*
+	 * A larval state the kernel makes when an offloaded OUT policy finds no SA (atomic
+	 * context, no algorithms yet): accepted unchecked and holding nothing, as mlx5 does, so
+	 * the ACQUIRE reaches the IKE daemon. Refused, the packet would be dropped unasked.
+	 */
+	if (x->xso.flags & XFRM_DEV_OFFLOAD_FLAG_ACQ)
+		return 0;
+	err = swsim_check_state(x, extack);
 	if (err)
 		return err;
 	sa = kzalloc(sizeof(*sa), GFP_KERNEL);
@@ -116,6 +122,7 @@ static int swsim_state_add(struct xfrm_state *x, struct netlink_ext_ack *extack)
 	}
 	sa->x = x;
 	sa->inbound = x->xso.dir == XFRM_DEV_OFFLOAD_IN;
+	sa->crypto = x->xso.type == XFRM_DEV_OFFLOAD_CRYPTO;
 	sa->esn = !!(x->props.flags & XFRM_STATE_ESN);
 	if (x->replay_esn) {
 		sa->oseq = ((u64)x->replay_esn->oseq_hi << 32) | x->replay_esn->oseq;
@@ -179,7 +186,10 @@ static bool swsim_offload_ok(struct sk_buff *skb, struct xfrm_state *x)
 
 static void swsim_advance_esn(struct xfrm_state *x)
 {
-	/* the device tracks the high sequence bits itself (swsim_sa.top) */
+	/*
+	 * packet offload: the device tracks the high sequence bits itself (swsim_sa.top);
+	 * crypto offload: it reads them from the kernel's replay state at each packet
+	 */
 }
 
 /* GETSA and dumps ask for the device's counters (kernel >= 6.4). */
@@ -188,8 +198,8 @@ static void swsim_update_stats(struct xfrm_state *x)
 	struct swsim_priv *p = priv_of(x->xso.dev);
 	struct swsim_sa *sa = (struct swsim_sa *)x->xso.offload_handle;
 
-	if (!sa)
-		return;
+	if (!sa || sa->crypto)
+		return;		/* crypto offload: the kernel counts and keeps the replay state */
 	spin_lock_bh(&p->lock);
 	x->curlft.bytes = sa->bytes;
 	x->curlft.packets = sa->packets;
@@ -389,7 +399,7 @@ struct swsim_sa *swsim_out_sa(struct swsim_priv *p, struct sk_buff *skb)
 	list_for_each_entry(sa, &p->sas, list) {
 		const xfrm_address_t *dst = &t->id.daddr;
 
-		if (sa->inbound || sa->x->props.reqid != t->reqid || sa->x->props.family != family)
+		if (sa->inbound || sa->crypto || sa->x->props.reqid != t->reqid || sa->x->props.family != family)
 			continue;
 		if (sa->x->props.mode == XFRM_MODE_TRANSPORT)
 			dst = &fl.daddr;
@@ -399,7 +409,7 @@ struct swsim_sa *swsim_out_sa(struct swsim_priv *p, struct sk_buff *skb)
 	return ERR_PTR(-ENOENT);
 }
 
-/* Receive side: the inbound packet-offloaded SA for (daddr, spi). Called with p->lock held. */
+/* Receive side: the inbound offloaded SA (packet or crypto) for (daddr, spi). Called with p->lock held. */
 struct swsim_sa *swsim_in_sa(struct swsim_priv *p, int family, const xfrm_address_t *daddr, __be32 spi)
 {
 	struct swsim_sa *sa;

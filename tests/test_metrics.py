@@ -1,0 +1,99 @@
+"""Metrics: series read from the kernel's states at scrape time, over real HTTP."""
+
+from __future__ import annotations
+
+import urllib.request
+from dataclasses import replace
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from factories import ETH, KEY, child
+from swan_offload import config, metrics
+from swan_offload.reconciler import Reconciler
+from swan_offload.xfrm import constants as c
+from swan_offload.xfrm.objects import LifetimeCur, Stats
+from test_reconciler import CAPS, kernel_with
+
+
+def _samples(text: str) -> dict[tuple[str, tuple], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def _scrape_over_http(k, r: Reconciler, stat: dict[str, int]) -> str:
+    def snapshot() -> metrics.Snapshot:
+        lat, r.latencies = r.latencies, []
+        return metrics.Snapshot(list(r.outcomes.values()), metrics.Agent(True, 0.0, r.runs, r.drift_repaired, 7, dict(r.decisions), lat))
+
+    server, _thread = metrics.serve(metrics.AgentCollector(snapshot, k.dump_states, lambda: stat), "127.0.0.1:0")
+    try:
+        port = server.server_address[1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            return resp.read().decode()
+    finally:
+        server.shutdown()
+
+
+def test_per_sa_series_carry_the_kernels_counters_with_bounded_labels_and_no_key():
+    ch = replace(child(), install_time=3)
+    k = kernel_with([ch])
+    r = Reconciler(k, config.Config(), CAPS)
+    r.reconcile([ch])
+    # the device counted traffic; a dump reports it
+    key_out = (ch.remote_host, ch.spi_out, c.IPPROTO_ESP)
+    k.states[key_out] = replace(k.states[key_out], curlft=LifetimeCur(bytes=12345, packets=67), stats=Stats(replay=2, integrity_failed=1))
+    text = _scrape_over_http(k, r, {"XfrmInError": 0, "XfrmOutPolError": 5})
+    got = _samples(text)
+    out = (("child", "net"), ("connection", ch.ike_name), ("device", "eth0"), ("direction", "out"), ("uniqueid", "1"))
+    assert got[("swan_offload_sa_bytes_total", out)] == 12345
+    assert got[("swan_offload_sa_packets_total", out)] == 67
+    assert got[("swan_offload_sa_replay_errors_total", out)] == 2
+    assert got[("swan_offload_sa_integrity_errors_total", out)] == 1
+    assert got[("swan_offload_sa_offload", tuple(sorted((*out, ("mode", "packet")))))] == 1
+    assert got[("swan_offload_sa_offload", tuple(sorted((*out, ("mode", "software")))))] == 0
+    # SPIs only in the info metric: a rekey does not create new counter series
+    info = {dict(lbl)["direction"]: dict(lbl) for (name, lbl) in got if name == "swan_offload_sa_info"}
+    assert info["out"]["spi"] == f"{ch.spi_out:08x}" and info["in"]["spi"] == f"{ch.spi_in:08x}"
+    assert all("spi" not in dict(lbl) for (name, lbl) in got if name != "swan_offload_sa_info")
+    assert got[("swan_offload_xfrm_errors_total", (("counter", "XfrmOutPolError"),))] == 5
+    assert got[("swan_offload_decisions_total", (("outcome", "packet"),))] == 1
+    assert got[("swan_offload_kernel_notifications_total", ())] == 7
+    assert got[("swan_offload_promotion_latency_seconds_count", ())] == 1
+    assert 3 <= got[("swan_offload_promotion_latency_seconds_sum", ())] < 60
+    assert 3 <= got[("swan_offload_child_installed_seconds", (("child", "net"), ("connection", ch.ike_name), ("uniqueid", "1")))] < 60
+    assert KEY.hex() not in text and KEY.hex().upper() not in text
+
+
+def test_a_refused_sa_reports_mode_software_and_no_device():
+    ch = child()
+    k = kernel_with([ch], refuse={ETH.ifindex: "Device refuses"})
+    r = Reconciler(k, config.Config(rules=(config.Rule(fallback="software"),)), CAPS)
+    r.reconcile([ch])
+    assert r.outcomes[ch.key].mode == "software"
+    got = _samples(_scrape_over_http(k, r, {}))
+    for direction in ("in", "out"):
+        modes = {dict(lbl)["mode"]: v for (name, lbl), v in got.items() if name == "swan_offload_sa_offload" and dict(lbl)["direction"] == direction}
+        assert modes == {"packet": 0, "crypto": 0, "software": 1}, modes
+    assert {dict(lbl)["device"] for (name, lbl) in got if name == "swan_offload_sa_bytes_total"} == {""}
+    assert got[("swan_offload_decisions_total", (("outcome", "software"),))] == 1
+    assert got[("swan_offload_promotion_latency_seconds_count", ())] == 0
+
+
+def test_xfrm_stat_is_read_from_proc_format(tmp_path):
+    p = tmp_path / "xfrm_stat"
+    p.write_text("XfrmInError             \t0\nXfrmOutPolError         \t12\n")
+    assert metrics.read_xfrm_stat(str(p)) == {"XfrmInError": 0, "XfrmOutPolError": 12}
+    assert metrics.read_xfrm_stat(str(tmp_path / "missing")) == {}
+
+
+def test_metrics_listen_is_checked_and_defaults_to_loopback():
+    assert config.parse("").metrics_listen == "127.0.0.1:9814"
+    assert config.parse('[metrics]\nlisten = ""\n').metrics_listen == ""
+    assert config.split_listen("[::1]:9000") == ("::1", 9000)
+    for bad in ("9814", "host:", "h:70000", "h:0"):
+        try:
+            config.parse(f'[metrics]\nlisten = "{bad}"\n')
+        except config.ConfigError as e:
+            assert "metrics.listen" in str(e)
+        else:
+            raise AssertionError(bad)
+
