@@ -32,6 +32,7 @@ log = logging.getLogger("swan_offload.daemon")
 NATIVE_PACKET_VERSION = (5, 9, 10)
 # how old the copy of an offloaded SA may grow: a device loss restores it from that read
 HELD_REFRESH_SECONDS = 1.0
+XFRM_SETTLE_SECONDS = 0.5
 XFRM_TRIGGERS = {c.XFRM_MSG_NEWSA, c.XFRM_MSG_DELSA, c.XFRM_MSG_UPDSA, c.XFRM_MSG_EXPIRE, c.XFRM_MSG_NEWPOLICY, c.XFRM_MSG_DELPOLICY, c.XFRM_MSG_UPDPOLICY, c.XFRM_MSG_FLUSHSA, c.XFRM_MSG_FLUSHPOLICY}
 
 
@@ -78,6 +79,10 @@ class Daemon:
         # kernel notifications only exist for a real kernel
         port = getattr(getattr(self.backend, "sock", None), "port", None)
         self.lock = threading.Lock()  # the reconciler is driven from the main and the monitor thread
+        # reads (held copies, scrapes) go over their own socket, outside self.lock: a rekey
+        # followed by the monitor thread must never wait for a dump
+        self.reader: NetlinkBackend | None = NetlinkBackend(netns) if port is not None else None
+        self.reader_lock = threading.Lock()
         self.monitor = XfrmMonitor(self.q, port, netns, self._follow) if port is not None else None
         self.links = LinkMonitor(self.q, netns) if port is not None else None
         self.stopping = threading.Event()
@@ -118,8 +123,10 @@ class Daemon:
                     kind, payload = "timer", None
                     last_item = time.monotonic()
                 dirty |= self._handle(kind, payload)
-                # let a burst of events settle, then reconcile once
-                deadline = time.monotonic() + 0.05
+                # let a burst of events settle, then reconcile once; kernel notifications come in
+                # rekey-long bursts (expire, new SAs, policy updates, deletes) whose new SAs the
+                # monitor already follows: a reconcile inside one would hold the lock it needs
+                deadline = time.monotonic() + (XFRM_SETTLE_SECONDS if kind == "xfrm" else 0.05)
                 while time.monotonic() < deadline:
                     try:
                         dirty |= self._handle(*self.q.get(timeout=max(0.0, deadline - time.monotonic())))
@@ -137,6 +144,9 @@ class Daemon:
             for t in (self.monitor, self.links):
                 if t:
                     t.stop()
+            if self.reader is not None:
+                with self.reader_lock:
+                    self.reader.close()
             self.write_status()
 
     def _handle(self, kind: str, payload: Any) -> bool:
@@ -179,14 +189,25 @@ class Daemon:
             return metrics.Snapshot(list(r.outcomes.values()), agent)
 
     def _metrics_states(self) -> list:
-        with self.lock:
-            return self.backend.dump_states()
+        return self._read_states()[0]
+
+    def _read_states(self) -> tuple[list, float]:
+        """One state dump and when it was taken, on the reader socket (or under the lock without one)."""
+        if self.reader is None:
+            with self.lock:
+                return self.backend.dump_states(), time.monotonic()
+        with self.reader_lock:
+            read_at = time.monotonic()
+            return self.reader.dump_states(), read_at
 
     def _refresh_held(self) -> None:
         """Keep the copies of offloaded SAs at most HELD_REFRESH_SECONDS old (see Reconciler.refresh_held)."""
+        if not self.reconciler.held:
+            return
         try:
+            states, read_at = self._read_states()
             with self.lock:
-                self.reconciler.refresh_held()
+                self.reconciler.refresh_held(states, read_at)
         except OSError as e:
             log.warning("could not read the offloaded SAs: %s", e)
 

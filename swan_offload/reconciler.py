@@ -205,17 +205,22 @@ class Reconciler:
                 if st is not None and st.offload is not None:
                     self._keep(st, cp.child.key, outbound)
 
-    def _keep(self, st: XfrmState, child: tuple[str, int], outbound: bool) -> None:
+    def _keep(self, st: XfrmState, child: tuple[str, int], outbound: bool, read_at: float | None = None) -> None:
         assert st.offload is not None
         k = (st.daddr, st.spi, st.proto)
-        prev, now = self.held.get(k), time.monotonic()
+        prev, now = self.held.get(k), time.monotonic() if read_at is None else read_at
+        if prev and now < prev.read_at:
+            return  # a read taken before the copy already held
         rate = prev.rate if prev else 0.0
         if prev and outbound and now > prev.read_at:
             rate = max(0.0, (pl.out_seq(st) - pl.out_seq(prev.state)) / (now - prev.read_at))
         self.held[k] = Held(st, child, outbound, self.losses.get(st.offload.ifindex, 0), now, rate)
 
-    def refresh_held(self) -> int:
+    def refresh_held(self, states: list[XfrmState] | None = None, read_at: float | None = None) -> int:
         """Read the device's sequence numbers and counters of every held SA (one dump).
+
+        ``states`` is a dump taken at ``read_at`` by the caller (on another socket, so the
+        daemon need not hold its lock while the kernel answers); without it, dump here.
 
         A device loss restores from the latest read, jumping ahead by what the rate seen
         between reads could have sent since: reads only at reconciles (seconds or minutes
@@ -225,12 +230,14 @@ class Reconciler:
         """
         if not self.held:
             return 0
-        now = {(s.daddr, s.spi, s.proto): s for s in self.backend.dump_states() if s.offload is not None}
+        if states is None:
+            states, read_at = self.backend.dump_states(), time.monotonic()
+        now = {(s.daddr, s.spi, s.proto): s for s in states if s.offload is not None}
         fresh = 0
         for k, h in list(self.held.items()):
             st = now.get(k)
-            if st is not None and st.offload == h.state.offload:
-                self._keep(st, h.child, h.outbound)
+            if st is not None and st.offload == h.state.offload and (read_at is None or read_at >= h.read_at):
+                self._keep(st, h.child, h.outbound, read_at)
                 fresh += 1
         return fresh
 
