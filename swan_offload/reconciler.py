@@ -15,6 +15,7 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from . import planner as pl
 from .backend import AddPolicy, AddState, Backend, DelPolicy, DelState, Op, random_spi
@@ -23,7 +24,7 @@ from .config import Config
 from .model import ChildSA
 from .xfrm import constants as c
 from .xfrm.netlink import XfrmError
-from .xfrm.objects import LifetimeCur, Secret, XfrmPolicy, XfrmState
+from .xfrm.objects import Algo, LifetimeCur, Secret, XfrmPolicy, XfrmState
 
 log = logging.getLogger("swan_offload.reconciler")
 
@@ -45,7 +46,7 @@ class Outcome:
     since: float = field(default_factory=time.time)
     installed: float = 0.0  # wall clock when charon installed it (0: unknown)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "ike": self.ike,
             "child": self.child,
@@ -84,7 +85,7 @@ def probe_state(st: XfrmState) -> XfrmState:
     its selector carries the agent tag, so a leftover is found after a crash.
     """
 
-    def rnd(a):  # type: ignore[no-untyped-def]
+    def rnd(a: Algo | None) -> Algo | None:
         return replace(a, key=Secret(os.urandom(len(a.key)))) if a is not None else None
 
     return replace(
@@ -109,7 +110,7 @@ class Reconciler:
         self.latencies: list[float] = []
         self.drift_repaired = 0
         self.last_plan: pl.Plan | None = None
-        self._have: dict[tuple, XfrmPolicy] = {}  # the policies present by identity, kept current
+        self._have: dict[tuple[Any, ...], XfrmPolicy] = {}  # the policies present by identity, kept current
         self.held: dict[tuple[str, int, int], Held] = {}
         self.losses: dict[int, int] = {}  # ifindex -> times seen going down
         self.down: set[int] = set()
@@ -147,7 +148,7 @@ class Reconciler:
         plan = pl.plan(children, self.cfg, view)
         if plan.stale_states:
             probes = [DelState(s.id, "remove leftover " + s.describe()) for s in plan.stale_states]
-            self._log_errors(self.backend.apply(probes), "remove leftover probe state")  # type: ignore[arg-type]
+            self._log_errors(self.backend.apply(probes), "remove leftover probe state")
             log.info("removed %d probe state(s) left by an earlier run", len(probes))
             self.drift_repaired += len(probes)
         if self._ensure_bypasses(plan):
@@ -170,7 +171,8 @@ class Reconciler:
         live = {cp.child.key for cp in plan.children}
         for k in [k for k, h in self.held.items() if h.child not in live]:
             del self.held[k]
-        for memo in (self.outcomes, self.refused, self.crypto_refused):
+        memos: tuple[dict[Any, Any], ...] = (self.outcomes, self.refused, self.crypto_refused)
+        for memo in memos:
             for k in [k for k in memo if k not in live]:
                 del memo[k]
         self.last_plan = plan
@@ -410,7 +412,7 @@ class Reconciler:
             refusal = self._probe(changes)
             if refusal:
                 if drop:
-                    self._log_errors(self.backend.apply(drop), "remove policy")  # type: ignore[arg-type]
+                    self._log_errors(self.backend.apply(drop), "remove policy")
                     self._forget(drop)
                 return refusal
             # read again just before the swap: counters and sequence numbers moved on
@@ -460,7 +462,7 @@ class Reconciler:
             if err is None:
                 repair.append(DelState(new.id, "undo " + new.describe()))
             repair.append(AddState(back))
-        for op, err in zip(repair, self.backend.apply(repair)):
+        for err in self.backend.apply(repair):
             if err is not None:
                 log.error("could not restore after a refused move: %s", err)
         return first.reason
