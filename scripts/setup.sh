@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (apt-get, network namespaces)" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive
-PKGS="python3 python3-venv gcc libc6-dev linux-libc-dev iproute2 strongswan-charon strongswan-swanctl
+PKGS="systemd python3 python3-venv gcc libc6-dev linux-libc-dev iproute2 strongswan-charon strongswan-swanctl
       libstrongswan-standard-plugins libcharon-extra-plugins"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol, Union
+from typing import Any, Protocol
 
+from .links import IFF_UP
 from .planner import Device
 from .xfrm import constants as c
 from .xfrm import messages as m
 from .xfrm import objects as o
-from .links import IFF_UP
 from .xfrm.netlink import Request, XfrmError, XfrmSocket
 
 
@@ -44,7 +45,7 @@ class DelPolicy:
     what: str = ""
 
 
-Op = Union[AddState, DelState, AddPolicy, DelPolicy]
+Op = AddState | DelState | AddPolicy | DelPolicy
 
 
 def describe(op: Op) -> str:
@@ -61,7 +62,7 @@ class Backend(Protocol):
     def dump_states(self) -> list[o.XfrmState]: ...
     def dump_policies(self) -> list[o.XfrmPolicy]: ...
     def get_state(self, sid: o.StateId) -> o.XfrmState | None: ...
-    def apply(self, ops: list[Op]) -> list[XfrmError | None]: ...
+    def apply(self, ops: Sequence[Op]) -> list[XfrmError | None]: ...
     def devices(self) -> tuple[dict[str, Device], dict[str, Device]]: ...
 
 
@@ -89,7 +90,7 @@ class NetlinkBackend:
             raise reply.error
         return o.state_from_msg(reply.messages[0]) if reply.messages else None
 
-    def apply(self, ops: list[Op]) -> list[XfrmError | None]:
+    def apply(self, ops: Sequence[Op]) -> list[XfrmError | None]:
         reqs = []
         for op in ops:
             if isinstance(op, AddState):
@@ -128,8 +129,8 @@ class MemoryBackend:
     """
 
     def __init__(self, refuse: dict[int, str] | None = None) -> None:
-        self.states: dict[tuple, o.XfrmState] = {}
-        self.policies: dict[tuple, o.XfrmPolicy] = {}
+        self.states: dict[tuple[Any, ...], o.XfrmState] = {}
+        self.policies: dict[tuple[Any, ...], o.XfrmPolicy] = {}
         self.refuse = dict(refuse or {})
         self.addresses: dict[str, Device] = {}
         self.names: dict[str, Device] = {}
@@ -137,11 +138,11 @@ class MemoryBackend:
         self._index = 8
 
     @staticmethod
-    def _skey(sid: o.StateId) -> tuple:
+    def _skey(sid: o.StateId) -> tuple[Any, ...]:
         return (sid.daddr, sid.spi, sid.proto)
 
     @staticmethod
-    def _pkey(pid: o.PolicyId) -> tuple:
+    def _pkey(pid: o.PolicyId) -> tuple[Any, ...]:
         return (pid.sel, pid.dir, pid.mark, pid.if_id)
 
     def dump_states(self) -> list[o.XfrmState]:
@@ -180,7 +181,7 @@ class MemoryBackend:
                 return XfrmError(errno.ENOENT, None, what)
         return None
 
-    def apply(self, ops: list[Op]) -> list[XfrmError | None]:
+    def apply(self, ops: Sequence[Op]) -> list[XfrmError | None]:
         self.batches.append(list(ops))
         return [self._one(op) for op in ops]
 

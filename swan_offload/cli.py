@@ -8,9 +8,11 @@ import json
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
-from . import capability, config, planner, vici_source
+from . import capability, config, control, planner, vici_source
 from .backend import NetlinkBackend
 
 log = logging.getLogger("swan_offload")
@@ -26,7 +28,7 @@ def _setup_logging(level: str) -> None:
 
 def _load(path: str | None) -> config.Config:
     if path is None and not Path(config.DEFAULT_PATH).exists():
-        return config.Config()
+        return config.parse("", "<defaults>")  # a file's defaults: control socket, metrics
     return config.load(path or config.DEFAULT_PATH)
 
 
@@ -36,11 +38,10 @@ def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
     d = Daemon(cfg, args.netns)
     signal.signal(signal.SIGTERM, lambda *_: d.stop())
     signal.signal(signal.SIGINT, lambda *_: d.stop())
-    d.run()
-    return 0
+    return d.run()
 
 
-def plan_rows(p: planner.Plan, margin: int) -> dict:
+def plan_rows(p: planner.Plan, margin: int) -> dict[str, Any]:
     children = []
     for cp in p.children:
         changes = planner.state_changes(cp, margin)
@@ -97,26 +98,55 @@ def cmd_plan(args: argparse.Namespace, cfg: config.Config) -> int:
 
 
 def cmd_status(args: argparse.Namespace, cfg: config.Config) -> int:
-    path = Path(cfg.status_file)
+    path = cfg.control_socket or config.DEFAULT_CONTROL
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        print(f"swan-offload: no daemon status at {path}; start the daemon with 'swan-offload run'", file=sys.stderr)
+        data = control.request(path)
+    except control.DaemonAbsent:
+        print(f"swan-offload: no daemon is running (nothing answers on {path}).\n"
+              "Start it with 'systemctl start swan-offload' (or 'swan-offload run' in the foreground).", file=sys.stderr)
         return 3
-    except (OSError, ValueError) as e:
-        print(f"swan-offload: cannot read {path}: {e}", file=sys.stderr)
+    except PermissionError:
+        print(f"swan-offload: {path} is root-only: run status as root", file=sys.stderr)
+        return 2
+    except (control.ControlError, OSError) as e:
+        print(f"swan-offload: the daemon on {path} did not answer: {e}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(data, indent=1))
         return 0
-    a = data.get("agent", {})
-    print(f"charon: {a.get('charon') or 'not connected'}  vici: {'up' if a.get('vici_connected') else 'down'}  kernel: {a.get('kernel_reason')}")
-    fmt = "{:<28} {:>6} {:>8} {:>8} {:<9} {:<10} {}"
-    print(fmt.format("CHILD_SA", "REQID", "SPI-IN", "SPI-OUT", "MODE", "DEVICE", "REASON"))
-    for ch in data.get("children", []):
-        name = f"{ch['ike']}/{ch['child']}#{ch['uniqueid']}"
-        print(fmt.format(name, ch["reqid"], ch["spi_in"], ch["spi_out"], ch["mode"], ch["device"] or "-", ch["reason"]))
+    print(status_table(data, time.time()))
     return 0
+
+
+def _age(seconds: float) -> str:
+    s = max(0, int(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def status_table(data: dict[str, Any], now: float) -> str:
+    """What a person reads at a glance: the agent's health, then one line per CHILD_SA."""
+    a = data.get("agent", {})
+    last = a.get("last_event") or 0
+    lines = [
+        f"charon: {a.get('charon') or 'not connected'}   vici: {'up' if a.get('vici_connected') else 'DOWN'}"
+        f"   last event: {_age(now - last) + ' ago' if last else 'none'}   reconciles: {a.get('reconcile_runs', 0)}",
+        f"kernel: {a.get('kernel_reason')}",
+    ]
+    for dev, why in (a.get("refusing_devices") or {}).items():
+        lines.append(f"device {dev} refuses packet offload: {why}")
+    children = data.get("children", [])
+    counts: dict[str, int] = {}
+    for ch in children:
+        counts[ch["mode"]] = counts.get(ch["mode"], 0) + 1
+    lines.append(f"{len(children)} CHILD_SA(s): " + (", ".join(f"{n} {m}" for m, n in sorted(counts.items())) or "none"))
+    if children:
+        fmt = "{:<28} {:>6} {:>8} {:>8} {:<9} {:<10} {:>7}  {}"
+        lines.append(fmt.format("CHILD_SA", "REQID", "SPI-IN", "SPI-OUT", "MODE", "DEVICE", "SINCE", "REASON"))
+        for ch in children:
+            name = f"{ch['ike']}/{ch['child']}#{ch['uniqueid']}"
+            lines.append(fmt.format(name, ch["reqid"], ch["spi_in"], ch["spi_out"], ch["mode"], ch["device"] or "-",
+                                    _age(now - ch.get("since", now)), ch["reason"]).rstrip())
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

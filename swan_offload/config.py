@@ -57,6 +57,7 @@ class Config:
     resync_seconds: float = 30.0
     rekey_after_restore: bool = True
     metrics_listen: str = ""  # host:port; "" serves no metrics (a config file defaults to DEFAULT_METRICS)
+    control_socket: str = ""  # "" opens none (a config file, even an empty one, defaults to DEFAULT_CONTROL)
     rules: tuple[Rule, ...] = field(default_factory=lambda: (Rule(),))
 
     def rule_for(self, conn: str, child: str) -> Rule:
@@ -68,6 +69,7 @@ class Config:
 
 
 DEFAULT_METRICS = "127.0.0.1:9814"  # loopback only: the series name connections and peers
+DEFAULT_CONTROL = "/run/swan-offload/control.sock"
 
 
 def split_listen(text: str) -> tuple[str, int]:
@@ -78,7 +80,7 @@ def split_listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def _take(sec: dict, key: str, typ: type | tuple, path: str, where: str, default: Any) -> Any:
+def _take(sec: dict[str, Any], key: str, typ: type | tuple[Any, ...], path: str, where: str, default: Any) -> Any:
     if key not in sec:
         return default
     v = sec.pop(key)
@@ -88,13 +90,13 @@ def _take(sec: dict, key: str, typ: type | tuple, path: str, where: str, default
     return v
 
 
-def _choice(v: str, allowed: tuple, path: str, key: str) -> str:
+def _choice(v: str, allowed: tuple[Any, ...], path: str, key: str) -> str:
     if v not in allowed:
         raise ConfigError(path, key, f"{v!r} is not one of {', '.join(allowed)}")
     return v
 
 
-def _no_leftovers(sec: dict, path: str, where: str) -> None:
+def _no_leftovers(sec: dict[str, Any], path: str, where: str) -> None:
     for k in sec:
         raise ConfigError(path, f"{where}{k}", "unknown key")
 
@@ -134,6 +136,9 @@ def parse(text: str, path: str = "<string>") -> Config:
     if resync <= 0:
         raise ConfigError(path, "agent.resync_seconds", "must be positive")
     rekey_restored = _take(agent, "rekey_after_restore", bool, path, "agent.", True)
+    control = _take(agent, "control_socket", str, path, "agent.", DEFAULT_CONTROL)
+    if control and not control.startswith("/"):
+        raise ConfigError(path, "agent.control_socket", f"{control!r} is not an absolute path")
     _no_leftovers(agent, path, "agent.")
 
     listen = _take(metrics, "listen", str, path, "metrics.", DEFAULT_METRICS)
@@ -159,7 +164,7 @@ def parse(text: str, path: str = "<string>") -> Config:
         )
         _no_leftovers(r, path, where)
         rules.append(rule)
-    return Config(path, sock, recon, level, top, bypass, tuple(ports), margin, status_file, resync, rekey_restored, listen, tuple(rules))
+    return Config(path, sock, recon, level, top, bypass, tuple(ports), margin, status_file, resync, rekey_restored, listen, control, tuple(rules))
 
 
 def load(path: str | Path) -> Config:

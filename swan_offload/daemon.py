@@ -15,10 +15,11 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from . import capability, metrics, vici_source
+from . import capability, control, metrics, sdnotify, vici_source
 from .backend import Backend, NetlinkBackend
 from .config import Config
 from .links import LinkMonitor
@@ -32,6 +33,9 @@ log = logging.getLogger("swan_offload.daemon")
 NATIVE_PACKET_VERSION = (5, 9, 10)
 # how old the copy of an offloaded SA may grow: a device loss restores it from that read
 HELD_REFRESH_SECONDS = 1.0
+XFRM_SETTLE_SECONDS = 0.5
+# systemd hears READY=1 after the first reconcile, or after this long without charon
+READY_WITHOUT_CHARON_SECONDS = 5.0
 XFRM_TRIGGERS = {c.XFRM_MSG_NEWSA, c.XFRM_MSG_DELSA, c.XFRM_MSG_UPDSA, c.XFRM_MSG_EXPIRE, c.XFRM_MSG_NEWPOLICY, c.XFRM_MSG_DELPOLICY, c.XFRM_MSG_UPDPOLICY, c.XFRM_MSG_FLUSHSA, c.XFRM_MSG_FLUSHPOLICY}
 
 
@@ -42,7 +46,7 @@ class XfrmMonitor(threading.Thread):
     CHILD_SA cannot wait for the main thread, which may be inside a slow list-sas.
     """
 
-    def __init__(self, q: queue.Queue, own_port: int, netns: str | None = None, on_new_state: Callable[[Any], None] | None = None) -> None:
+    def __init__(self, q: queue.Queue[Any], own_port: int, netns: str | None = None, on_new_state: Callable[[Any], None] | None = None) -> None:
         super().__init__(name="xfrm-monitor", daemon=True)
         self.q = q
         self.on_new_state = on_new_state
@@ -70,7 +74,7 @@ class XfrmMonitor(threading.Thread):
 class Daemon:
     def __init__(self, cfg: Config, netns: str | None = None, backend: Backend | None = None, caps: capability.KernelCaps | None = None) -> None:
         self.cfg = cfg
-        self.q: queue.Queue = queue.Queue()
+        self.q: queue.Queue[Any] = queue.Queue()
         self.backend: Backend = backend or NetlinkBackend(netns)
         self.caps = caps or capability.probe(self.backend)
         self.reconciler = Reconciler(self.backend, cfg, self.caps)
@@ -78,6 +82,10 @@ class Daemon:
         # kernel notifications only exist for a real kernel
         port = getattr(getattr(self.backend, "sock", None), "port", None)
         self.lock = threading.Lock()  # the reconciler is driven from the main and the monitor thread
+        # reads (held copies, scrapes) go over their own socket, outside self.lock: a rekey
+        # followed by the monitor thread must never wait for a dump
+        self.reader: NetlinkBackend | None = NetlinkBackend(netns) if port is not None else None
+        self.reader_lock = threading.Lock()
         self.monitor = XfrmMonitor(self.q, port, netns, self._follow) if port is not None else None
         self.links = LinkMonitor(self.q, netns) if port is not None else None
         self.stopping = threading.Event()
@@ -87,12 +95,23 @@ class Daemon:
         self.last_sync = 0.0
         self.sync_errors = 0
         self.metrics_server: Any = None
+        self.control: control.ControlServer | None = None
+        self.ready = False
+        self.said = ""  # the last STATUS= systemd heard
 
     def stop(self) -> None:
         self.stopping.set()
         self.q.put(("stop", None))
 
-    def run(self) -> None:
+    def run(self) -> int:
+        """Serve until stop(); 1 when another daemon already answers on the control socket."""
+        if self.cfg.control_socket:
+            self.control = control.ControlServer(self.cfg.control_socket, {"status": self._status_locked})
+            try:
+                self.control.start()
+            except OSError as e:
+                log.error("control socket %s: %s", self.cfg.control_socket, e)
+                return 1
         level = log.info if self.caps.packet_offload else log.warning
         level("%s", self.caps.reason)
         for t in (self.monitor, self.links):
@@ -102,10 +121,12 @@ class Daemon:
         self._serve_metrics()
         dirty = False
         idle = min(self.cfg.resync_seconds, 5.0)
-        last_item = next_refresh = time.monotonic()
+        started = last_item = next_refresh = time.monotonic()
         try:
             while not self.stopping.is_set():
                 now = time.monotonic()
+                if not self.ready and not self.connected and now - started >= READY_WITHOUT_CHARON_SECONDS:
+                    self._tell_systemd(f"charon not reachable at {self.cfg.vici_socket}; kernel left as it is, waiting")
                 if now >= next_refresh:
                     self._refresh_held()
                     next_refresh = now + HELD_REFRESH_SECONDS
@@ -118,8 +139,10 @@ class Daemon:
                     kind, payload = "timer", None
                     last_item = time.monotonic()
                 dirty |= self._handle(kind, payload)
-                # let a burst of events settle, then reconcile once
-                deadline = time.monotonic() + 0.05
+                # let a burst of events settle, then reconcile once; kernel notifications come in
+                # rekey-long bursts (expire, new SAs, policy updates, deletes) whose new SAs the
+                # monitor already follows: a reconcile inside one would hold the lock it needs
+                deadline = time.monotonic() + (XFRM_SETTLE_SECONDS if kind == "xfrm" else 0.05)
                 while time.monotonic() < deadline:
                     try:
                         dirty |= self._handle(*self.q.get(timeout=max(0.0, deadline - time.monotonic())))
@@ -131,13 +154,20 @@ class Daemon:
                 if dirty and self.connected and not self.stopping.is_set():
                     dirty = not self.sync()
         finally:
+            sdnotify.notify("STOPPING=1")
             if self.metrics_server is not None:
                 self.metrics_server.shutdown()
+            if self.control is not None:
+                self.control.close()
             self.listener.stop()
             for t in (self.monitor, self.links):
                 if t:
                     t.stop()
+            if self.reader is not None:
+                with self.reader_lock:
+                    self.reader.close()
             self.write_status()
+        return 0
 
     def _handle(self, kind: str, payload: Any) -> bool:
         if kind == "connected":
@@ -178,15 +208,26 @@ class Daemon:
             agent = metrics.Agent(self.connected, self.last_event, r.runs, r.drift_repaired, self.monitor.seen if self.monitor else 0, dict(r.decisions), latencies)
             return metrics.Snapshot(list(r.outcomes.values()), agent)
 
-    def _metrics_states(self) -> list:
-        with self.lock:
-            return self.backend.dump_states()
+    def _metrics_states(self) -> list[Any]:
+        return self._read_states()[0]
+
+    def _read_states(self) -> tuple[list[Any], float]:
+        """One state dump and when it was taken, on the reader socket (or under the lock without one)."""
+        if self.reader is None:
+            with self.lock:
+                return self.backend.dump_states(), time.monotonic()
+        with self.reader_lock:
+            read_at = time.monotonic()
+            return self.reader.dump_states(), read_at
 
     def _refresh_held(self) -> None:
         """Keep the copies of offloaded SAs at most HELD_REFRESH_SECONDS old (see Reconciler.refresh_held)."""
+        if not self.reconciler.held:
+            return
         try:
+            states, read_at = self._read_states()
             with self.lock:
-                self.reconciler.refresh_held()
+                self.reconciler.refresh_held(states, read_at)
         except OSError as e:
             log.warning("could not read the offloaded SAs: %s", e)
 
@@ -227,8 +268,24 @@ class Daemon:
             return False
         self.last_sync = time.time()
         self.write_status()
+        self._tell_systemd(self._summary())
         self._rekey_restored()
         return True
+
+    def _summary(self) -> str:
+        modes: dict[str, int] = {}
+        for out in self.reconciler.outcomes.values():
+            modes[out.mode] = modes.get(out.mode, 0) + 1
+        return f"{len(self.reconciler.outcomes)} CHILD_SA(s)" + "".join(f", {n} {m}" for m, n in sorted(modes.items()))
+
+    def _tell_systemd(self, status: str) -> None:
+        """READY=1 the first time (the first reconcile, or charon still away), STATUS= on change."""
+        fields = [] if self.ready else ["READY=1"]
+        if status != self.said:
+            fields.append(f"STATUS={status}")
+        if fields:
+            sdnotify.notify(*fields)
+        self.ready, self.said = True, status
 
     def _rekey_restored(self) -> None:
         """Children put back in software after a device loss carry an estimated sequence number: new keys end that."""
@@ -241,7 +298,12 @@ class Daemon:
             except vici_source.VICI_ERRORS as e:
                 log.warning("%s: rekey request failed: %s", ch.label, e)
 
-    def status(self) -> dict:
+    def _status_locked(self) -> dict[str, Any]:
+        """Control thread: the same status, read under the lock the writers hold."""
+        with self.lock:
+            return self.status()
+
+    def status(self) -> dict[str, Any]:
         return {
             "agent": {
                 "pid": os.getpid(),
@@ -264,7 +326,7 @@ class Daemon:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(self.status(), indent=1))
-            os.chmod(tmp, 0o644)
+            os.chmod(tmp, 0o600)
             tmp.replace(path)
         except OSError as e:
             log.warning("cannot write status file %s: %s", path, e)

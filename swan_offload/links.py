@@ -11,6 +11,7 @@ import socket
 import struct
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 from .xfrm.netlink import open_netlink, walk_messages
 
@@ -39,7 +40,7 @@ def open_link_socket(netns: str | None = None) -> socket.socket:
 class LinkMonitor(threading.Thread):
     """Puts ("link", (ifindex, up)) on ``q`` when a device's IFF_UP changes or it is deleted."""
 
-    def __init__(self, q: queue.Queue, netns: str | None = None) -> None:
+    def __init__(self, q: queue.Queue[Any], netns: str | None = None) -> None:
         super().__init__(name="link-monitor", daemon=True)
         self.q = q
         self.sock = open_link_socket(netns)

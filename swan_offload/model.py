@@ -29,11 +29,11 @@ def _s(v: Any, what: str) -> str:
     raise MalformedMessage(f"{what}: expected a value, got {type(v).__name__}")
 
 
-def _opt(sec: Mapping, key: str, where: str) -> str | None:
+def _opt(sec: Mapping[str, Any], key: str, where: str) -> str | None:
     return _s(sec[key], f"{where}.{key}") if key in sec else None
 
 
-def _int(sec: Mapping, key: str, where: str, base: int = 10, default: int | None = None) -> int:
+def _int(sec: Mapping[str, Any], key: str, where: str, base: int = 10, default: int | None = None) -> int:
     raw = _opt(sec, key, where)
     if raw is None or raw == "":
         if default is None:
@@ -45,7 +45,7 @@ def _int(sec: Mapping, key: str, where: str, base: int = 10, default: int | None
         raise MalformedMessage(f"{where}.{key}: not a number: {raw!r}") from e
 
 
-def _list(sec: Mapping, key: str, where: str) -> tuple[str, ...]:
+def _list(sec: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
     v = sec.get(key, [])
     if not isinstance(v, (list, tuple)):
         raise MalformedMessage(f"{where}.{key}: expected a list")
@@ -120,7 +120,7 @@ class IkeSA:
     version: int = 2
 
 
-def _addr(sec: Mapping, key: str, where: str) -> str:
+def _addr(sec: Mapping[str, Any], key: str, where: str) -> str:
     raw = _opt(sec, key, where)
     if raw is None:
         raise MalformedMessage(f"{where}: missing {key}")
@@ -130,7 +130,7 @@ def _addr(sec: Mapping, key: str, where: str) -> str:
         raise MalformedMessage(f"{where}.{key}: not an IP address: {raw!r}") from e
 
 
-def parse_ike(name: str, sec: Mapping) -> IkeSA:
+def parse_ike(name: str, sec: Mapping[str, Any]) -> IkeSA:
     where = f"ike {name}"
     if not isinstance(sec, Mapping):
         raise MalformedMessage(f"{where}: expected a section")
@@ -146,7 +146,7 @@ def parse_ike(name: str, sec: Mapping) -> IkeSA:
     )
 
 
-def parse_child(ike: IkeSA, sec: Mapping, where: str) -> ChildSA:
+def parse_child(ike: IkeSA, sec: Mapping[str, Any], where: str) -> ChildSA:
     if not isinstance(sec, Mapping):
         raise MalformedMessage(f"{where}: expected a section")
     return ChildSA(
@@ -181,7 +181,7 @@ def parse_child(ike: IkeSA, sec: Mapping, where: str) -> ChildSA:
     )
 
 
-def _ike_sections(msg: Mapping) -> Iterator[tuple[str, Mapping]]:
+def _ike_sections(msg: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
     if not isinstance(msg, Mapping):
         raise MalformedMessage("message is not a section")
     for k, v in msg.items():
@@ -189,7 +189,7 @@ def _ike_sections(msg: Mapping) -> Iterator[tuple[str, Mapping]]:
             yield k, v
 
 
-def _child_sections(msg: Mapping) -> Iterator[tuple[IkeSA, str, Any]]:
+def _child_sections(msg: Mapping[str, Any]) -> Iterator[tuple[IkeSA, str, Any]]:
     """(IKE_SA, child key, child section) for every child of every IKE_SA in ``msg``."""
     for ike_name, sec in _ike_sections(msg):
         ike = parse_ike(ike_name, sec)
@@ -200,12 +200,12 @@ def _child_sections(msg: Mapping) -> Iterator[tuple[IkeSA, str, Any]]:
             yield ike, cname, csec
 
 
-def children_of(msg: Mapping) -> list[ChildSA]:
+def children_of(msg: Mapping[str, Any]) -> list[ChildSA]:
     """CHILD_SAs of a ``child-updown`` or ``list-sa`` message."""
     return [parse_child(ike, csec, f"ike {ike.name} child {cname}") for ike, cname, csec in _child_sections(msg)]
 
 
-def rekeyed_children(msg: Mapping) -> list[tuple[ChildSA | None, ChildSA]]:
+def rekeyed_children(msg: Mapping[str, Any]) -> list[tuple[ChildSA | None, ChildSA]]:
     """(old, new) pairs of a ``child-rekey`` message."""
     out = []
     for ike, cname, pair in _child_sections(msg):
@@ -217,7 +217,7 @@ def rekeyed_children(msg: Mapping) -> list[tuple[ChildSA | None, ChildSA]]:
     return out
 
 
-def ikes_of(msg: Mapping) -> list[IkeSA]:
+def ikes_of(msg: Mapping[str, Any]) -> list[IkeSA]:
     """IKE_SAs of an ``ike-updown``/``ike-rekey``/``ike-update`` message (``new`` for rekeys)."""
     out = []
     for ike_name, sec in _ike_sections(msg):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from .config import Config, Rule
 from .model import ChildSA
@@ -138,7 +139,7 @@ def moved_state(current: XfrmState, offload: Offload | None, outbound: bool, seq
     return replace(current, offload=offload, replay=replay, replay_esn=esn, lastused=None, sa_dir=None)
 
 
-def sa_shape(st: XfrmState) -> tuple:
+def sa_shape(st: XfrmState) -> tuple[Any, ...]:
     """An SA without its key and SPI: a rekey of an SA has the same shape, and a device
     answers an SA of the same shape the same way."""
     algos = tuple((a.name, a.key_bits, a.icv_len, a.trunc_len) if a else None for a in (st.aead, st.crypt, st.auth, st.comp))
@@ -289,12 +290,12 @@ def _bypasses(cfg: Config, plans: list[ChildPlan]) -> tuple[XfrmPolicy, ...]:
     return tuple(out)
 
 
-def policy_key(p: XfrmPolicy | PolicyId) -> tuple:
+def policy_key(p: XfrmPolicy | PolicyId) -> tuple[Any, ...]:
     """The kernel's identity of a policy (selector, dir, mark, if_id)."""
     return (p.sel, p.dir, p.mark, p.if_id)
 
 
-def policy_content(p: XfrmPolicy) -> tuple:
+def policy_content(p: XfrmPolicy) -> tuple[Any, ...]:
     """What can differ in a policy of the same identity (priority, templates): changed by update."""
     return (p.priority, p.action, p.templates)
 

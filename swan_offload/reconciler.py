@@ -15,6 +15,7 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from . import planner as pl
 from .backend import AddPolicy, AddState, Backend, DelPolicy, DelState, Op, random_spi
@@ -23,7 +24,7 @@ from .config import Config
 from .model import ChildSA
 from .xfrm import constants as c
 from .xfrm.netlink import XfrmError
-from .xfrm.objects import LifetimeCur, Secret, XfrmPolicy, XfrmState
+from .xfrm.objects import Algo, LifetimeCur, Secret, XfrmPolicy, XfrmState
 
 log = logging.getLogger("swan_offload.reconciler")
 
@@ -45,7 +46,7 @@ class Outcome:
     since: float = field(default_factory=time.time)
     installed: float = 0.0  # wall clock when charon installed it (0: unknown)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "ike": self.ike,
             "child": self.child,
@@ -84,7 +85,7 @@ def probe_state(st: XfrmState) -> XfrmState:
     its selector carries the agent tag, so a leftover is found after a crash.
     """
 
-    def rnd(a):  # type: ignore[no-untyped-def]
+    def rnd(a: Algo | None) -> Algo | None:
         return replace(a, key=Secret(os.urandom(len(a.key)))) if a is not None else None
 
     return replace(
@@ -109,7 +110,7 @@ class Reconciler:
         self.latencies: list[float] = []
         self.drift_repaired = 0
         self.last_plan: pl.Plan | None = None
-        self._have: dict[tuple, XfrmPolicy] = {}  # the policies present by identity, kept current
+        self._have: dict[tuple[Any, ...], XfrmPolicy] = {}  # the policies present by identity, kept current
         self.held: dict[tuple[str, int, int], Held] = {}
         self.losses: dict[int, int] = {}  # ifindex -> times seen going down
         self.down: set[int] = set()
@@ -147,7 +148,7 @@ class Reconciler:
         plan = pl.plan(children, self.cfg, view)
         if plan.stale_states:
             probes = [DelState(s.id, "remove leftover " + s.describe()) for s in plan.stale_states]
-            self._log_errors(self.backend.apply(probes), "remove leftover probe state")  # type: ignore[arg-type]
+            self._log_errors(self.backend.apply(probes), "remove leftover probe state")
             log.info("removed %d probe state(s) left by an earlier run", len(probes))
             self.drift_repaired += len(probes)
         if self._ensure_bypasses(plan):
@@ -170,7 +171,8 @@ class Reconciler:
         live = {cp.child.key for cp in plan.children}
         for k in [k for k, h in self.held.items() if h.child not in live]:
             del self.held[k]
-        for memo in (self.outcomes, self.refused, self.crypto_refused):
+        memos: tuple[dict[Any, Any], ...] = (self.outcomes, self.refused, self.crypto_refused)
+        for memo in memos:
             for k in [k for k in memo if k not in live]:
                 del memo[k]
         self.last_plan = plan
@@ -205,17 +207,22 @@ class Reconciler:
                 if st is not None and st.offload is not None:
                     self._keep(st, cp.child.key, outbound)
 
-    def _keep(self, st: XfrmState, child: tuple[str, int], outbound: bool) -> None:
+    def _keep(self, st: XfrmState, child: tuple[str, int], outbound: bool, read_at: float | None = None) -> None:
         assert st.offload is not None
         k = (st.daddr, st.spi, st.proto)
-        prev, now = self.held.get(k), time.monotonic()
+        prev, now = self.held.get(k), time.monotonic() if read_at is None else read_at
+        if prev and now < prev.read_at:
+            return  # a read taken before the copy already held
         rate = prev.rate if prev else 0.0
         if prev and outbound and now > prev.read_at:
             rate = max(0.0, (pl.out_seq(st) - pl.out_seq(prev.state)) / (now - prev.read_at))
         self.held[k] = Held(st, child, outbound, self.losses.get(st.offload.ifindex, 0), now, rate)
 
-    def refresh_held(self) -> int:
+    def refresh_held(self, states: list[XfrmState] | None = None, read_at: float | None = None) -> int:
         """Read the device's sequence numbers and counters of every held SA (one dump).
+
+        ``states`` is a dump taken at ``read_at`` by the caller (on another socket, so the
+        daemon need not hold its lock while the kernel answers); without it, dump here.
 
         A device loss restores from the latest read, jumping ahead by what the rate seen
         between reads could have sent since: reads only at reconciles (seconds or minutes
@@ -225,12 +232,14 @@ class Reconciler:
         """
         if not self.held:
             return 0
-        now = {(s.daddr, s.spi, s.proto): s for s in self.backend.dump_states() if s.offload is not None}
+        if states is None:
+            states, read_at = self.backend.dump_states(), time.monotonic()
+        now = {(s.daddr, s.spi, s.proto): s for s in states if s.offload is not None}
         fresh = 0
         for k, h in list(self.held.items()):
             st = now.get(k)
-            if st is not None and st.offload == h.state.offload:
-                self._keep(st, h.child, h.outbound)
+            if st is not None and st.offload == h.state.offload and (read_at is None or read_at >= h.read_at):
+                self._keep(st, h.child, h.outbound, read_at)
                 fresh += 1
         return fresh
 
@@ -403,7 +412,7 @@ class Reconciler:
             refusal = self._probe(changes)
             if refusal:
                 if drop:
-                    self._log_errors(self.backend.apply(drop), "remove policy")  # type: ignore[arg-type]
+                    self._log_errors(self.backend.apply(drop), "remove policy")
                     self._forget(drop)
                 return refusal
             # read again just before the swap: counters and sequence numbers moved on
@@ -453,7 +462,7 @@ class Reconciler:
             if err is None:
                 repair.append(DelState(new.id, "undo " + new.describe()))
             repair.append(AddState(back))
-        for op, err in zip(repair, self.backend.apply(repair)):
+        for err in self.backend.apply(repair):
             if err is not None:
                 log.error("could not restore after a refused move: %s", err)
         return first.reason

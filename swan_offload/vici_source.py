@@ -81,7 +81,7 @@ def rekey_child(path: str, uniqueid: int) -> None:
 class Listener(threading.Thread):
     """Puts ("connected"|"disconnected"|"event", payload) on ``q``; reconnects forever."""
 
-    def __init__(self, path: str, q: queue.Queue, max_backoff: float = 30.0, poll: float = 0.5) -> None:
+    def __init__(self, path: str, q: queue.Queue[Any], max_backoff: float = 30.0, poll: float = 0.5) -> None:
         super().__init__(name="vici-listener", daemon=True)
         self.path = path
         self.q = q
@@ -110,7 +110,7 @@ class Listener(threading.Thread):
                 self._listen(sess)
             except VICI_ERRORS as e:
                 self._down(f"VICI session lost: {e}")
-            except Exception as e:  # a frame the client cannot parse: drop the session, resync
+            except Exception as e:  # noqa: BLE001 - a frame the client cannot parse: drop the session, resync
                 log.error("malformed VICI message (%s: %s); reconnecting and resyncing", type(e).__name__, e)
                 self._down(f"malformed VICI message: {type(e).__name__}")
             finally:

@@ -46,9 +46,10 @@ def test_shipped_config_is_valid_and_matches_defaults():
 
 def test_status_without_daemon_says_how_to_start(tmp_path, capsys):
     p = tmp_path / "c.toml"
-    p.write_text(f'[agent]\nstatus_file = "{tmp_path}/none.json"\n')
+    p.write_text(f'[agent]\ncontrol_socket = "{tmp_path}/none.sock"\n')
     assert main(["-c", str(p), "status"]) == 3
-    assert "swan-offload run" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no daemon is running" in err and "systemctl start swan-offload" in err and "swan-offload run" in err
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to drop to an unprivileged user")

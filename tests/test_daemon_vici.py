@@ -12,15 +12,15 @@ import threading
 import urllib.request
 
 import pytest
-
-from factories import KEY, charon_objects, child, vici_ike
+from factories import ETH, KEY, child, vici_ike
+from helpers import install, remove, wait_for
 from support.vici_server import ViciTestServer
-from swan_offload import config, planner as pl
+
+from swan_offload import config, control
+from swan_offload import planner as pl
 from swan_offload.backend import MemoryBackend
 from swan_offload.capability import KernelCaps
 from swan_offload.daemon import Daemon
-from helpers import install, remove, wait_for
-from factories import ETH
 
 
 @pytest.fixture
@@ -30,7 +30,8 @@ def rig(tmp_path):
     kernel.addresses["192.0.2.1"] = ETH
     kernel.names[ETH.name] = ETH
     cfg = config.Config(vici_socket=server.path, status_file=str(tmp_path / "status.json"), resync_seconds=0.2,
-                        reconnect_max_seconds=0.2, metrics_listen="127.0.0.1:0")
+                        reconnect_max_seconds=0.2, metrics_listen="127.0.0.1:0",
+                        control_socket=str(tmp_path / "control.sock"))
     d = Daemon(cfg, backend=kernel, caps=KernelCaps(True, "test", "6.12"))
     t = threading.Thread(target=d.run, daemon=True)
     t.start()
@@ -66,6 +67,12 @@ def test_child_up_is_offloaded_and_status_written(rig, tmp_path):
     text = scrape(d)
     assert 'swan_offload_sa_offload{child="net",connection="gw",device="eth0",direction="out",mode="packet",uniqueid="1"} 1.0' in text, text
     assert "swan_offload_vici_connected 1.0" in text and "swan_offload_reconcile_runs_total" in text
+    # and answers `swan-offload status` on its root-only control socket
+    sock = tmp_path / "control.sock"
+    assert sock.stat().st_mode & 0o777 == 0o600
+    live = control.request(str(sock))
+    assert [(r["child"], r["mode"], r["device"]) for r in live["children"]] == [("net", "packet", "eth0")]
+    assert live["agent"]["vici_connected"] is True
 
 
 def scrape(d) -> str:
@@ -177,5 +184,6 @@ def test_no_key_material_anywhere(rig, tmp_path, caplog, capsys):
 
 def write_cfg(tmp_path, sock):
     p = tmp_path / "cfg.toml"
-    p.write_text(f'[vici]\nsocket = "{sock}"\n[agent]\nstatus_file = "{tmp_path / "status.json"}"\n')
+    p.write_text(f'[vici]\nsocket = "{sock}"\n[agent]\nstatus_file = "{tmp_path / "status.json"}"\n'
+                 f'control_socket = "{tmp_path / "control.sock"}"\n')
     return str(p)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import urllib.request
 from dataclasses import replace
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from factories import ETH, KEY, child
+from prometheus_client.parser import text_string_to_metric_families
+from test_reconciler import CAPS, kernel_with
+
 from swan_offload import config, metrics
 from swan_offload.reconciler import Reconciler
 from swan_offload.xfrm import constants as c
 from swan_offload.xfrm.objects import LifetimeCur, Stats
-from test_reconciler import CAPS, kernel_with
 
 
 def _samples(text: str) -> dict[tuple[str, tuple], float]:

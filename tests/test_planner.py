@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from factories import ETH, charon_objects, child, view_for
 
-from factories import ETH, child, charon_objects, view_for
-from swan_offload import config, planner as pl
+from swan_offload import config
+from swan_offload import planner as pl
 from swan_offload.xfrm import constants as c
 from swan_offload.xfrm import objects as o
 

@@ -11,9 +11,9 @@ import json
 import threading
 
 import pytest
-
 from helpers import skip_unless_required, wait_for
 from support.charon_host import CharonPair, charon_available
+
 from swan_offload import config
 from swan_offload.cli import main
 from swan_offload.daemon import Daemon

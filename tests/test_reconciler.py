@@ -7,7 +7,9 @@ import logging
 from dataclasses import replace
 
 from factories import ETH, KEY, charon_objects, child
-from swan_offload import config, planner as pl
+
+from swan_offload import config
+from swan_offload import planner as pl
 from swan_offload.backend import AddPolicy, AddState, MemoryBackend
 from swan_offload.capability import KernelCaps
 from swan_offload.reconciler import Reconciler
@@ -420,3 +422,19 @@ def test_refresh_held_reads_nothing_when_nothing_is_offloaded():
     k = kernel_with([])
     r = Reconciler(k, config.Config(), CAPS)
     assert r.refresh_held() == 0
+
+
+def test_a_held_copy_is_never_replaced_by_an_older_read():
+    """The daemon dumps outside its lock: a dump taken before the latest copy must not win."""
+    ch = child()
+    k = kernel_with([ch])
+    r = Reconciler(k, config.Config(seq_margin=8), CAPS)
+    r.reconcile([ch])
+    key_out = (ch.remote_host, ch.spi_out, c.IPPROTO_ESP)
+    stale = k.dump_states()
+    live = k.states[key_out]
+    k.states[key_out] = replace(live, replay=replace(live.replay, oseq=live.replay.oseq + 500))
+    assert r.refresh_held() == 2
+    newest = r.held[key_out].state.replay.oseq
+    assert r.refresh_held(stale, r.held[key_out].read_at - 1.0) == 0
+    assert r.held[key_out].state.replay.oseq == newest

@@ -9,13 +9,14 @@ flattened with a prefix (``sel_``, ``id_``, ``lft_``, ``cur_``, ``stats_``).
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from pyroute2.netlink import nla, nlmsg
 
 from . import constants as c
 
 
-def selector_fields(p: str = "sel_") -> tuple:
+def selector_fields(p: str = "sel_") -> tuple[Any, ...]:
     return (
         (p + "daddr", "16s"),
         (p + "saddr", "16s"),
@@ -33,7 +34,7 @@ def selector_fields(p: str = "sel_") -> tuple:
     )
 
 
-def id_fields(p: str = "id_") -> tuple:
+def id_fields(p: str = "id_") -> tuple[Any, ...]:
     return ((p + "daddr", "16s"), (p + "spi", ">I"), (p + "proto", "B"), ("__pad_" + p, "3x"))
 
 
@@ -51,11 +52,11 @@ LIFETIME_CUR_NAMES = ("bytes", "packets", "add_time", "use_time")
 STATS_NAMES = ("replay_window", "replay", "integrity_failed")
 
 
-def lifetime_cfg_fields(p: str = "lft_") -> tuple:
+def lifetime_cfg_fields(p: str = "lft_") -> tuple[Any, ...]:
     return tuple((p + n, "Q") for n in LIFETIME_CFG_NAMES)
 
 
-def lifetime_cur_fields(p: str = "cur_") -> tuple:
+def lifetime_cur_fields(p: str = "cur_") -> tuple[Any, ...]:
     return tuple((p + n, "Q") for n in LIFETIME_CUR_NAMES)
 
 
@@ -117,7 +118,7 @@ USER_TMPL_FIELDS = id_fields() + (
 )
 
 
-def fields_size(fields: tuple) -> int:
+def fields_size(fields: tuple[Any, ...]) -> int:
     """Byte size of a flat field list, as pyroute2 will pack it."""
     return sum(struct.calcsize(fmt) for _, fmt in fields)
 
@@ -127,7 +128,7 @@ class _tailed(nla):
 
     tail = "tail"
 
-    def ft_encode(self, offset):
+    def ft_encode(self, offset: int) -> tuple[int, int]:
         offset, _ = super().ft_encode(offset)
         data = bytes(self.get(self.tail) or b"")
         self.data.extend(data)
@@ -136,7 +137,7 @@ class _tailed(nla):
         self.data.extend(b"\0" * diff)
         return offset + diff, diff
 
-    def ft_decode(self, offset):
+    def ft_decode(self, offset: int) -> None:
         super().ft_decode(offset)
         start = offset + fields_size(self.fields)
         self[self.tail] = bytes(self.data[start : self.offset + self.length])

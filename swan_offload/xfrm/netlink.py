@@ -68,7 +68,7 @@ class Request:
 @dataclass
 class Reply:
     error: XfrmError | None = None
-    messages: list = field(default_factory=list)
+    messages: list[Any] = field(default_factory=list[Any])
 
     @property
     def ok(self) -> bool:
@@ -126,7 +126,8 @@ def open_netlink(protocol: int, netns: str | None = None) -> socket.socket:
     if netns:
         from pyroute2 import netns as _netns
 
-        return _netns.create_socket(netns, socket.AF_NETLINK, socket.SOCK_RAW, protocol)
+        sock: socket.socket = _netns.create_socket(netns, socket.AF_NETLINK, socket.SOCK_RAW, protocol)
+        return sock
     return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
 
 
@@ -199,13 +200,13 @@ class XfrmSocket:
                         replies[seq].messages.append(msg)
             return [replies[s] for s in seqs]
 
-    def request(self, req: Request) -> list:
+    def request(self, req: Request) -> list[Any]:
         reply = self.batch([req])[0]
         if reply.error:
             raise reply.error
         return reply.messages
 
-    def dump(self, msg_type: int, msg: Any, what: str = "dump") -> list:
+    def dump(self, msg_type: int, msg: Any, what: str = "dump") -> list[Any]:
         return self.request(Request(msg_type, msg, NLM_F_REQUEST | NLM_F_DUMP, what))
 
     # ------------------------------------------------------------ monitor

@@ -320,12 +320,12 @@ class XfrmPolicy:
 # ---------------------------------------------------------------- encoding
 
 
-def _put_prefixed(msg: dict, prefix: str, obj: Any, names: tuple[str, ...]) -> None:
+def _put_prefixed(msg: dict[str, Any], prefix: str, obj: Any, names: tuple[str, ...]) -> None:
     for n in names:
         msg[prefix + n] = getattr(obj, n)
 
 
-def _selector_into(msg: dict, sel: Selector, p: str = "sel_") -> None:
+def _selector_into(msg: dict[str, Any], sel: Selector, p: str = "sel_") -> None:
     msg[p + "daddr"] = pack_addr(sel.daddr, sel.family)
     msg[p + "saddr"] = pack_addr(sel.saddr, sel.family)
     _put_prefixed(
@@ -351,7 +351,7 @@ def _selector_from(msg: Any, p: str = "sel_") -> Selector:
     )
 
 
-def _algo_attr(a: Algo) -> dict:
+def _algo_attr(a: Algo) -> dict[str, Any]:
     d: dict[str, Any] = {"alg_name": a.name.encode(), "alg_key_len": a.key_bits, "alg_key": a.key.reveal()}
     if a.icv_len is not None:
         d["alg_icv_len"] = a.icv_len
@@ -372,8 +372,8 @@ def _algo_from(v: Any, kind: str) -> Algo:
     )
 
 
-def _common_attrs(obj: XfrmState | XfrmPolicy) -> list:
-    attrs: list = []
+def _common_attrs(obj: XfrmState | XfrmPolicy) -> list[Any]:
+    attrs: list[Any] = []
     if obj.mark is not None:
         attrs.append(("XFRMA_MARK", {"v": obj.mark.value, "m": obj.mark.mask}))
     if obj.if_id is not None:
@@ -395,7 +395,7 @@ def state_to_msg(st: XfrmState) -> m.xfrm_usersa_info_msg:
     _put_prefixed(msg, "stats_", st.stats, m.STATS_NAMES)
     for n in ("seq", "reqid", "family", "mode", "replay_window", "flags"):
         msg[n] = getattr(st, n)
-    attrs: list = []
+    attrs: list[Any] = []
     for name, algo in (("XFRMA_ALG_AEAD", st.aead), ("XFRMA_ALG_CRYPT", st.crypt), ("XFRMA_ALG_COMP", st.comp)):
         if algo is not None:
             attrs.append((name, _algo_attr(algo)))
@@ -544,7 +544,7 @@ def policy_to_msg(p: XfrmPolicy) -> m.xfrm_userpolicy_info_msg:
     _put_prefixed(msg, "cur_", p.curlft, m.LIFETIME_CUR_NAMES)
     for n in ("priority", "index", "dir", "action", "flags", "share"):
         msg[n] = getattr(p, n)
-    attrs: list = []
+    attrs: list[Any] = []
     if p.templates:
         attrs.append(("XFRMA_TMPL", {"raw": b"".join(_tmpl_pack(t) for t in p.templates)}))
     if p.ptype != c.XFRM_POLICY_TYPE_MAIN:
@@ -585,7 +585,7 @@ def policy_id_to_msg(pid: PolicyId) -> m.xfrm_userpolicy_id_msg:
     _selector_into(msg, pid.sel)
     msg["index"] = 0
     msg["dir"] = pid.dir
-    attrs: list = []
+    attrs: list[Any] = []
     if pid.mark is not None:
         attrs.append(("XFRMA_MARK", {"v": pid.mark.value, "m": pid.mark.mask}))
     if pid.if_id is not None:

@@ -111,6 +111,11 @@ def lost(sec: str, sent: int) -> int:
     return sent - int(m.group(1)) if m else sent
 
 
+# how the kernel counts a packet of a rekey window: no offloaded state found yet (out), or the
+# instant between deleting charon's software SA and adding its offloaded twin (in)
+WINDOW_DROPS = ("XfrmOutNoStates", "XfrmOutPolError", "XfrmInNoStates")
+
+
 def xfrm_stat(text: str) -> dict[str, int]:
     return {k: int(v) for k, v in re.findall(r"^(Xfrm\w+)\s+(\d+)$", text, re.M)}
 
@@ -140,12 +145,15 @@ def test_rekey_terminate_and_charon_restart(request, wan):
     else:
         # Offloaded: charon 5.9 installs each rekeyed SA in software, and 6.12 puts a software SA
         # ahead of the offloaded ones of its hash bucket, where the offloaded lookup stops: until
-        # the agent has moved it (on the kernel's notification, tens of ms here under TCG) the
-        # kernel finds no state and drops (XfrmOutPolError). At most one packet per rekey at
-        # these rates, every one of them that drop; nothing stops for longer.
+        # the agent has moved it (on the kernel's notification, tens of ms here under TCG, at
+        # worst ~150 ms seen) the kernel finds no state and drops. At these rates that is at most
+        # two packets per rekey, never a longer stop, and the kernel counts the window's drops.
+        rekeys = max(1, child_of(lifetime, "fast")["uniqueid"] - child_of(rekeyed, "fast")["uniqueid"])
         gone = lost(sec["pinger"], 60) + 220 - stream
-        assert lost(sec["pinger"], 60) <= 1 and 220 - stream <= 3, (sec["pinger"], stream, why)
-        assert gone <= xfrm_stat(sec["xfrm_stat"]).get("XfrmOutPolError", 0), (sec["xfrm_stat"], why)
+        assert lost(sec["pinger"], 60) <= 1 and 220 - stream <= 2 * rekeys, (sec["pinger"], stream, rekeys, why)
+        assert section_json(sec, "stream_gap")["longest_gap"] < 0.5, (sec["stream_gap"], why)
+        drops = sum(xfrm_stat(sec[s]).get(k, 0) for s in ("xfrm_stat", "xfrm_stat_b") for k in WINDOW_DROPS)
+        assert gone == 0 or drops > 0, (sec["xfrm_stat"], sec["xfrm_stat_b"], why)
         assert "offloaded on arrival" in sec["log"], why
     f0, f1 = child_of(rekeyed, "fast"), child_of(lifetime, "fast")
     assert f1["uniqueid"] != f0["uniqueid"], why

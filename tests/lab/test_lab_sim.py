@@ -34,7 +34,7 @@ def test_interop_offloaded_tunnels_carry_real_esp(sim_job):
     reqid = {c["child"]: c["reqid"] for c in kernel["children"]}
     hw = kernel["agent_policies"]
     sw = kernel["charon_policies"]
-    for name, rq in reqid.items():
+    for rq in reqid.values():
         mine = [p for p in hw if p["reqids"] == [rq]]
         assert sorted(p["dir"] for p in mine) == ["in", "out"] and all(p["offload"] == "packet" for p in mine), hw
         theirs = [p for p in sw if p["reqids"] == [rq]]

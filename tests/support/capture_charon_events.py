@@ -11,15 +11,12 @@ not recorded. No VICI message carries key material.
 
 import json
 import os
-import socket
 import sys
 import threading
 import time
 
-import vici
-
-from vici_client import session
 from charon_host import CharonPair, charon_available
+from vici_client import session
 
 EVENTS = ["ike-updown", "ike-rekey", "ike-update", "child-updown", "child-rekey"]
 DEFAULT_OUT = os.path.join(os.path.dirname(__file__), "..", "data",

@@ -2,15 +2,12 @@
 
 import json
 import os
-import socket
 import subprocess
 
 import pytest
-import vici
-
 import vici_client
-from vici_client import text
 from charon_host import SWANCTL_CONF, CharonPair, charon_available
+from vici_client import text
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "data", "charon-5.9.8-events.json")
 available, reason = charon_available()

@@ -6,12 +6,10 @@ import threading
 
 import pytest
 import vici
-from vici.exception import EventUnknownException, SessionException
-
 import vici_client
+from vici.exception import EventUnknownException, SessionException
 from vici_client import text
-from vici_server import (CMD_REQUEST, EVENT, ProtocolError, ViciTestServer,
-                         decode_message, encode_message, encode_packet)
+from vici_server import CMD_REQUEST, EVENT, ProtocolError, ViciTestServer, decode_message, encode_message, encode_packet
 
 GW = {"gw": {"uniqueid": "1", "state": "ESTABLISHED", "child-sas": {
     "net4-1": {"name": "net4", "uniqueid": "1", "local-ts": ["10.10.1.0/24"]},

@@ -40,7 +40,8 @@ import os
 import socket
 import struct
 import threading
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 # Packet types.
 CMD_REQUEST, CMD_RESPONSE, CMD_UNKNOWN = 0, 1, 2
@@ -364,7 +365,7 @@ class ViciTestServer:
         while self._listener is listener:
             try:
                 sock, _ = listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -75,7 +75,7 @@ PROBLEMS = ("missing", "duplicate", "orphan_states", "stale_agent_policies")
 
 
 def settled(ns: str, tries: int = 8) -> dict:
-    for attempt in range(1, tries + 1):
+    for attempt in range(1, tries + 1):  # noqa: B007 - read after the loop
         snap = snapshot(ns)
         if not any(snap[k] for k in PROBLEMS) and not snap["probe_states"]:
             break
