@@ -12,18 +12,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import capability, config, control, planner, vici_source
+from . import capability, config, control, logs, planner, vici_source
 from .backend import NetlinkBackend
 
 log = logging.getLogger("swan_offload")
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(level)
 
 
 def _load(path: str | None) -> config.Config:

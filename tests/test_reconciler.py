@@ -19,6 +19,21 @@ from swan_offload.xfrm.netlink import XfrmError
 CAPS = KernelCaps(True, "test kernel has packet offload", "6.12.0")
 
 
+def device_sends(k, key, n):
+    """The device numbered n more outbound packets: a dump reports its counter."""
+    live = k.states[key]
+    k.states[key] = replace(live, replay=replace(live.replay, oseq=live.replay.oseq + n))
+
+
+def offloaded(**cfg):
+    """One CHILD_SA reconciled into packet offload; returns it, the kernel, the reconciler, its OUT state key."""
+    ch = child()
+    k = kernel_with([ch])
+    r = Reconciler(k, config.Config(**cfg), CAPS)
+    r.reconcile([ch])
+    return ch, k, r, (ch.remote_host, ch.spi_out, c.IPPROTO_ESP)
+
+
 def kernel_with(children, refuse=None, cls=MemoryBackend):
     k = cls(refuse)
     for ch in children:
@@ -215,14 +230,9 @@ def _device_goes_down(k: MemoryBackend, up: bool = False) -> None:
 
 
 def test_device_down_restores_sas_in_software_then_offloads_again():
-    ch = child()
-    k = kernel_with([ch])
-    r = Reconciler(k, config.Config(seq_margin=100), CAPS)
-    r.reconcile([ch])
     # traffic: the device sent 50 packets (a dump reports the device's counter)
-    key_out = (ch.remote_host, ch.spi_out, c.IPPROTO_ESP)
-    live = k.states[key_out]
-    k.states[key_out] = replace(live, replay=replace(live.replay, oseq=live.replay.oseq + 50))
+    ch, k, r, key_out = offloaded(seq_margin=100)
+    device_sends(k, key_out, 50)
     r.reconcile([ch])
     seen = k.states[key_out].replay.oseq
     keys_before = {s.spi: s.aead for s in k.states.values()}
@@ -400,14 +410,9 @@ def test_refusal_is_logged_once_and_leaves_no_bypasses(caplog):
 
 def test_held_copies_follow_the_device_between_reconciles_so_a_loss_never_reuses_a_sequence_number():
     """A stream that starts after the last reconcile: only refresh_held has seen it."""
-    ch = child()
-    k = kernel_with([ch])
-    r = Reconciler(k, config.Config(seq_margin=8), CAPS)
-    r.reconcile([ch])
-    key_out = (ch.remote_host, ch.spi_out, c.IPPROTO_ESP)
+    ch, k, r, key_out = offloaded(seq_margin=8)
     for _ in range(3):  # the device sends 500 packets between reads, no reconcile runs
-        live = k.states[key_out]
-        k.states[key_out] = replace(live, replay=replace(live.replay, oseq=live.replay.oseq + 500))
+        device_sends(k, key_out, 500)
         assert r.refresh_held() == 2
     sent = k.states[key_out].replay.oseq
     _device_goes_down(k)
@@ -426,14 +431,9 @@ def test_refresh_held_reads_nothing_when_nothing_is_offloaded():
 
 def test_a_held_copy_is_never_replaced_by_an_older_read():
     """The daemon dumps outside its lock: a dump taken before the latest copy must not win."""
-    ch = child()
-    k = kernel_with([ch])
-    r = Reconciler(k, config.Config(seq_margin=8), CAPS)
-    r.reconcile([ch])
-    key_out = (ch.remote_host, ch.spi_out, c.IPPROTO_ESP)
+    ch, k, r, key_out = offloaded(seq_margin=8)
     stale = k.dump_states()
-    live = k.states[key_out]
-    k.states[key_out] = replace(live, replay=replace(live.replay, oseq=live.replay.oseq + 500))
+    device_sends(k, key_out, 500)
     assert r.refresh_held() == 2
     newest = r.held[key_out].state.replay.oseq
     assert r.refresh_held(stale, r.held[key_out].read_at - 1.0) == 0

@@ -11,7 +11,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 LAB=$REPO/.lab
 APTDIR=$LAB/apt
-HOST_PKGS="qemu-system-x86 busybox-static kmod cpio xz-utils debootstrap strongswan-charon strongswan-swanctl libstrongswan-standard-plugins"
+HOST_PKGS="qemu-system-x86 busybox-static kmod cpio xz-utils debootstrap strongswan-charon strongswan-swanctl libstrongswan-standard-plugins prometheus"
 KMODS="netfs 9pnet 9pnet_virtio 9p overlay"
 
 log() { echo "prepare: $*" >&2; }
