@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -131,9 +132,7 @@ def status_table(data: dict[str, Any], now: float) -> str:
     for dev, why in (a.get("refusing_devices") or {}).items():
         lines.append(f"device {dev} refuses packet offload: {why}")
     children = data.get("children", [])
-    counts: dict[str, int] = {}
-    for ch in children:
-        counts[ch["mode"]] = counts.get(ch["mode"], 0) + 1
+    counts = Counter(ch["mode"] for ch in children)
     lines.append(f"{len(children)} CHILD_SA(s): " + (", ".join(f"{n} {m}" for m, n in sorted(counts.items())) or "none"))
     if children:
         fmt = "{:<28} {:>6} {:>8} {:>8} {:<9} {:<10} {:>7}  {}"

@@ -15,6 +15,7 @@ import os
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -273,9 +274,7 @@ class Daemon:
         return True
 
     def _summary(self) -> str:
-        modes: dict[str, int] = {}
-        for out in self.reconciler.outcomes.values():
-            modes[out.mode] = modes.get(out.mode, 0) + 1
+        modes = Counter(out.mode for out in self.reconciler.outcomes.values())
         return f"{len(self.reconciler.outcomes)} CHILD_SA(s)" + "".join(f", {n} {m}" for m, n in sorted(modes.items()))
 
     def _tell_systemd(self, status: str) -> None:

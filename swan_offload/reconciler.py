@@ -207,16 +207,18 @@ class Reconciler:
                 if st is not None and st.offload is not None:
                     self._keep(st, cp.child.key, outbound)
 
-    def _keep(self, st: XfrmState, child: tuple[str, int], outbound: bool, read_at: float | None = None) -> None:
+    def _keep(self, st: XfrmState, child: tuple[str, int], outbound: bool, read_at: float | None = None) -> bool:
+        """Hold ``st`` as read at ``read_at`` (now if None); False for a read older than the copy held."""
         assert st.offload is not None
         k = (st.daddr, st.spi, st.proto)
         prev, now = self.held.get(k), time.monotonic() if read_at is None else read_at
         if prev and now < prev.read_at:
-            return  # a read taken before the copy already held
+            return False
         rate = prev.rate if prev else 0.0
         if prev and outbound and now > prev.read_at:
             rate = max(0.0, (pl.out_seq(st) - pl.out_seq(prev.state)) / (now - prev.read_at))
         self.held[k] = Held(st, child, outbound, self.losses.get(st.offload.ifindex, 0), now, rate)
+        return True
 
     def refresh_held(self, states: list[XfrmState] | None = None, read_at: float | None = None) -> int:
         """Read the device's sequence numbers and counters of every held SA (one dump).
@@ -238,8 +240,7 @@ class Reconciler:
         fresh = 0
         for k, h in list(self.held.items()):
             st = now.get(k)
-            if st is not None and st.offload == h.state.offload and (read_at is None or read_at >= h.read_at):
-                self._keep(st, h.child, h.outbound, read_at)
+            if st is not None and st.offload == h.state.offload and self._keep(st, h.child, h.outbound, read_at):
                 fresh += 1
         return fresh
 
