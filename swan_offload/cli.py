@@ -51,7 +51,7 @@ def plan_rows(p: planner.Plan, margin: int) -> dict[str, Any]:
                 "spi_in": f"{cp.child.spi_in:08x}",
                 "spi_out": f"{cp.child.spi_out:08x}",
                 "target": cp.target,
-                "fallback": cp.fallback("").target if cp.target == planner.PACKET else None,
+                "fallback": cp.fallback("", "").target if cp.target == planner.PACKET else None,
                 "device": cp.device.name if cp.device else None,
                 "reason": cp.reason,
                 "states": [new.describe() for _cur, new in changes],

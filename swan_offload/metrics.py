@@ -47,7 +47,7 @@ class Agent:
     reconcile_runs: int = 0
     drift_repaired: int = 0
     notifications: int = 0
-    decisions: dict[str, int] = field(default_factory=dict)  # outcome mode -> times decided
+    decisions: dict[tuple[str, str], int] = field(default_factory=dict)  # (outcome mode, cause) -> times decided
     latencies: list[float] = field(default_factory=list)  # promotions since the last scrape
 
 
@@ -122,9 +122,13 @@ class AgentCollector(Collector):
         yield CounterMetricFamily(f"{PREFIX}_reconcile_runs", "Reconcile runs (list-sas, one kernel dump, apply the difference)", value=a.reconcile_runs)
         yield CounterMetricFamily(f"{PREFIX}_drift_repaired", "Kernel objects found differing from the plan and repaired", value=a.drift_repaired)
         yield CounterMetricFamily(f"{PREFIX}_kernel_notifications", "XFRM notifications the agent received", value=a.notifications)
-        decided = CounterMetricFamily(f"{PREFIX}_decisions", "CHILD_SA decisions by outcome (packet, crypto, software, keep, ...)", labels=["outcome"])
-        for outcome, n in sorted(a.decisions.items()):
-            decided.add_metric([outcome], n)
+        decided = CounterMetricFamily(
+            f"{PREFIX}_decisions",
+            "CHILD_SA decisions by outcome (packet, crypto, software, keep, ...) and reason (why not packet: device_refused, no_device, ...; empty for packet)",
+            labels=["outcome", "reason"],
+        )
+        for (outcome, cause), n in sorted(a.decisions.items()):
+            decided.add_metric([outcome, cause], n)
         yield decided
         with self._lock:
             for v in a.latencies:

@@ -28,6 +28,13 @@ CHARON_MAX_SPECIFICITY = 131459
 PACKET, CRYPTO, SOFTWARE, KEEP = "packet", "crypto", "software", "keep"
 OFF, NATIVE, PENDING = "off", "native", "pending"
 
+# Why a CHILD_SA is not in packet offload, as a fixed vocabulary: metrics label decisions by
+# it (the reason text, e.g. the device's own words, is unbounded and stays in status and logs).
+CONFIGURED, WAITING, CHARON_OFFLOADS = "configured", "pending", "native"
+KERNEL, NO_DEVICE, DEVICE_DOWN, DEVICE_REFUSED = "kernel", "no_device", "device_down", "device_refused"
+REQID, SA_UNSUPPORTED, NO_POLICIES, PRIORITY, SHADOWED = "reqid", "sa_unsupported", "no_policies", "priority", "shadowed"
+CAUSES = ("", CONFIGURED, WAITING, CHARON_OFFLOADS, KERNEL, NO_DEVICE, DEVICE_DOWN, DEVICE_REFUSED, REQID, SA_UNSUPPORTED, NO_POLICIES, PRIORITY, SHADOWED)
+
 
 @dataclass(frozen=True)
 class Device:
@@ -68,15 +75,16 @@ class ChildPlan:
     state_in: XfrmState | None = None
     policies: tuple[XfrmPolicy, ...] = ()
     reason: str = ""  # why the target is not packet (empty when it is)
+    cause: str = ""  # the reason's class, one of CAUSES
 
     crypto_refusal: str = ""  # set when the device is known not to take crypto offload
 
-    def fallback(self, reason: str) -> ChildPlan:
-        """The same child sent to its configured fallback, with the reason recorded."""
+    def fallback(self, reason: str, cause: str) -> ChildPlan:
+        """The same child sent to its configured fallback, with the reason and its class recorded."""
         dev = None if self.crypto_refusal else self.device
         if self.crypto_refusal and self.rule.fallback == CRYPTO:
             reason = f"{reason}; crypto offload refused: {self.crypto_refusal}"
-        return replace(self, target=fallback_target(self.rule, dev), policies=(), reason=reason)
+        return replace(self, target=fallback_target(self.rule, dev), policies=(), reason=reason, cause=cause)
 
 
 @dataclass(frozen=True)
@@ -228,48 +236,48 @@ def plan_child(child: ChildSA, cfg: Config, view: KernelView, clash: str | None)
     inn = view.state(child.local_host, child.spi_in)
     base = ChildPlan(child, rule, OFF, state_out=out, state_in=inn)
     if rule.mode == OFF:
-        return replace(base, reason="offload is off for this connection")
+        return replace(base, reason="offload is off for this connection", cause=CONFIGURED)
     if out is None or inn is None:
-        return replace(base, target=PENDING, reason="SAs not (yet) in the kernel")
+        return replace(base, target=PENDING, reason="SAs not (yet) in the kernel", cause=WAITING)
     if child.state not in ("INSTALLED", ""):
         # rekeyed or being deleted: charon removes it soon; its policies stay for the successor
-        return replace(base, target=PENDING, reason=f"CHILD_SA is {child.state}")
+        return replace(base, target=PENDING, reason=f"CHILD_SA is {child.state}", cause=WAITING)
     device, why = _device_for(child, rule, view)
     if device is not None and not device.up:
         # the kernel would flush offloaded objects again the moment they got in
-        return replace(base, device=None).fallback(f"device {device.name} is down; offloaded again when it is up")
+        return replace(base, device=None).fallback(f"device {device.name} is down; offloaded again when it is up", DEVICE_DOWN)
     crypto_refusal = view.crypto_refusing.get(device.ifindex, "") if device else ""
     crypto_ok = device is not None and not crypto_refusal
     base = replace(base, device=device, crypto_refusal=crypto_refusal)
     mine = [p for p in view.policies if is_agent_policy(p) and any(t.reqid == child.reqid for t in p.templates)]
     if out.offload and out.offload.packet and inn.offload and inn.offload.packet and not mine:
-        return replace(base, target=NATIVE, reason="charon offloads this SA itself")
+        return replace(base, target=NATIVE, reason="charon offloads this SA itself", cause=CHARON_OFFLOADS)
     if rule.mode == CRYPTO:
         if not crypto_ok:
-            return replace(base, target=SOFTWARE, reason=why or view.crypto_refusing.get(device.ifindex if device else -1, ""))
-        return replace(base, target=CRYPTO, reason="crypto offload configured")
-    for bad, text in (
-        (not view.packet_offload, view.packet_offload_reason or "kernel has no packet offload"),
-        (device is None, why),
-        (device is not None and device.ifindex in view.refusing_devices, view.refusing_devices.get(device.ifindex if device else -1, "")),
-        (child.key in view.refused_children, f"packet offload refused: {view.refused_children.get(child.key)}"),
-        (child.reqid == 0, "reqid 0: hardware matches SA and policy by reqid"),
-        (child.protocol != "ESP", f"protocol {child.protocol}: only ESP can be offloaded"),
-        (clash is not None, clash or ""),
-        (out.tfcpad or inn.tfcpad, "TFC padding can't be offloaded"),
-        (out.sec_ctx is not None or inn.sec_ctx is not None, "security context can't be offloaded"),
+            return replace(base, target=SOFTWARE, reason=why or crypto_refusal, cause=NO_DEVICE if device is None else DEVICE_REFUSED)
+        return replace(base, target=CRYPTO, reason="crypto offload configured", cause=CONFIGURED)
+    for bad, text, cause in (
+        (not view.packet_offload, view.packet_offload_reason or "kernel has no packet offload", KERNEL),
+        (device is None, why, NO_DEVICE),
+        (device is not None and device.ifindex in view.refusing_devices, view.refusing_devices.get(device.ifindex if device else -1, ""), DEVICE_REFUSED),
+        (child.key in view.refused_children, f"packet offload refused: {view.refused_children.get(child.key)}", DEVICE_REFUSED),
+        (child.reqid == 0, "reqid 0: hardware matches SA and policy by reqid", REQID),
+        (child.protocol != "ESP", f"protocol {child.protocol}: only ESP can be offloaded", SA_UNSUPPORTED),
+        (clash is not None, clash or "", REQID),
+        (out.tfcpad or inn.tfcpad, "TFC padding can't be offloaded", SA_UNSUPPORTED),
+        (out.sec_ctx is not None or inn.sec_ctx is not None, "security context can't be offloaded", SA_UNSUPPORTED),
     ):
         if bad:
-            return base.fallback(text)
+            return base.fallback(text, cause)
     sws = _charon_policies(view, child.reqid)
     if not sws:
-        return base.fallback("charon installed no policies for this CHILD_SA (policies = no?)")
+        return base.fallback("charon installed no policies for this CHILD_SA (policies = no?)", NO_POLICIES)
     assert device is not None
     hws = []
     for sw in sws:
         prio = hw_priority(sw.priority, cfg.priority_top)
         if prio is None:
-            return base.fallback(f"policy priority {sw.priority} is outside charon's automatic range; remove 'priority =' to offload")
+            return base.fallback(f"policy priority {sw.priority} is outside charon's automatic range; remove 'priority =' to offload", PRIORITY)
         hws.append(_hw_policy(sw, prio, device))
     return replace(base, target=PACKET, policies=tuple(hws))
 
@@ -311,7 +319,7 @@ def plan(children: list[ChildSA], cfg: Config, view: KernelView) -> Plan:
         for sw in _charon_policies(view, p.child.reqid):
             q = _shadowed(view, sw, packet_reqids)
             if q is not None:
-                plans[i] = p.fallback(f"offloading would hide {q.describe()}, which charon ranks above this CHILD_SA")
+                plans[i] = p.fallback(f"offloading would hide {q.describe()}, which charon ranks above this CHILD_SA", SHADOWED)
                 break
     bypasses = _bypasses(cfg, plans)
     wanted = {policy_key(x) for x in bypasses} | {policy_key(x) for p in plans for x in p.policies}

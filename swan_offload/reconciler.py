@@ -43,6 +43,7 @@ class Outcome:
     mode: str  # packet | crypto | software | keep | off | native | pending
     device: str | None
     reason: str
+    cause: str = ""  # the reason's class (planner.CAUSES): bounded, for metric labels
     since: float = field(default_factory=time.time)
     installed: float = 0.0  # wall clock when charon installed it (0: unknown)
 
@@ -57,6 +58,7 @@ class Outcome:
             "mode": self.mode,
             "device": self.device,
             "reason": self.reason,
+            "cause": self.cause,
             "since": round(self.since, 3),
         }
 
@@ -105,8 +107,8 @@ class Reconciler:
         self.refused: dict[tuple[str, int], str] = {}  # child -> why the device refused its SA
         self.crypto_refused: dict[tuple[str, int], str] = {}  # the same, for crypto offload
         self.runs = 0
-        # for metrics: decisions by outcome, event-to-offloaded latencies not yet scraped, repairs
-        self.decisions: Counter[str] = Counter()
+        # for metrics: decisions by (outcome, cause), event-to-offloaded latencies not yet scraped, repairs
+        self.decisions: Counter[tuple[str, str]] = Counter()
         self.latencies: list[float] = []
         self.drift_repaired = 0
         self.last_plan: pl.Plan | None = None
@@ -332,9 +334,9 @@ class Reconciler:
             return
         now = time.time()
         installed = now - ch.install_time if ch.install_time else 0.0
-        self.outcomes[ch.key] = Outcome(ch.label, ch.ike_name, ch.name, ch.uniqueid, ch.reqid, ch.spi_in, ch.spi_out, mode, dev, reason, now, installed)
+        self.outcomes[ch.key] = Outcome(ch.label, ch.ike_name, ch.name, ch.uniqueid, ch.reqid, ch.spi_in, ch.spi_out, mode, dev, reason, cp.cause, now, installed)
         if mode != pl.PENDING:
-            self.decisions[mode] += 1
+            self.decisions[mode, cp.cause] += 1
         promoted = mode in (pl.PACKET, pl.CRYPTO) and (prev is None or prev.mode not in (pl.PACKET, pl.CRYPTO))
         if promoted and installed and len(self.latencies) < 10000:
             self.latencies.append(now - installed)
@@ -357,7 +359,7 @@ class Reconciler:
                 self._record(cp, pl.PACKET, "")
                 return
             self.refused[cp.child.key] = err
-            cp = cp.fallback(f"packet offload refused: {err}")
+            cp = cp.fallback(f"packet offload refused: {err}", pl.DEVICE_REFUSED)
             log.warning("%s reqid %d: %s; fallback %s", cp.child.label, cp.child.reqid, cp.reason, cp.target)
             if cp.target == pl.KEEP:
                 self._move(cp, plan)  # only drops agent policies
@@ -369,7 +371,10 @@ class Reconciler:
                 self._record(cp, pl.CRYPTO, cp.reason)
                 return
             self.crypto_refused[cp.child.key] = err
-            cp = replace(cp, target=pl.SOFTWARE, reason=f"{cp.reason}; crypto offload refused: {err}")
+            # a crypto offload that was configured and refused is the device's doing; any other
+            # first cause (packet refused, no packet offload in the kernel, ...) stays the cause
+            cause = pl.DEVICE_REFUSED if cp.cause == pl.CONFIGURED else cp.cause
+            cp = replace(cp, target=pl.SOFTWARE, reason=f"{cp.reason}; crypto offload refused: {err}", cause=cause)
         err = self._move(cp, plan)
         self._record(cp, pl.SOFTWARE if err is None else pl.KEEP, cp.reason if err is None else f"{cp.reason}; {err}")
 

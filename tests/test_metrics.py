@@ -55,7 +55,7 @@ def test_per_sa_series_carry_the_kernels_counters_with_bounded_labels_and_no_key
     assert info["out"]["spi"] == f"{ch.spi_out:08x}" and info["in"]["spi"] == f"{ch.spi_in:08x}"
     assert all("spi" not in dict(lbl) for (name, lbl) in got if name != "swan_offload_sa_info")
     assert got[("swan_offload_xfrm_errors_total", (("counter", "XfrmOutPolError"),))] == 5
-    assert got[("swan_offload_decisions_total", (("outcome", "packet"),))] == 1
+    assert got[("swan_offload_decisions_total", (("outcome", "packet"), ("reason", "")))] == 1
     assert got[("swan_offload_kernel_notifications_total", ())] == 7
     assert got[("swan_offload_promotion_latency_seconds_count", ())] == 1
     assert 3 <= got[("swan_offload_promotion_latency_seconds_sum", ())] < 60
@@ -74,7 +74,9 @@ def test_a_refused_sa_reports_mode_software_and_no_device():
         modes = {dict(lbl)["mode"]: v for (name, lbl), v in got.items() if name == "swan_offload_sa_offload" and dict(lbl)["direction"] == direction}
         assert modes == {"packet": 0, "crypto": 0, "software": 1}, modes
     assert {dict(lbl)["device"] for (name, lbl) in got if name == "swan_offload_sa_bytes_total"} == {""}
-    assert got[("swan_offload_decisions_total", (("outcome", "software"),))] == 1
+    # the decision is counted by its bounded reason class; the device's words stay out of labels
+    assert got[("swan_offload_decisions_total", (("outcome", "software"), ("reason", "device_refused")))] == 1
+    assert all("Device refuses" not in v for (name, lbl) in got for _k, v in lbl)
     assert got[("swan_offload_promotion_latency_seconds_count", ())] == 0
 
 

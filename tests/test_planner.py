@@ -36,7 +36,7 @@ def test_packet_plan_for_each_kind(name):
     kw = {"esn": ch.esn, "encap": ch.encap}
     p, view = plan_one(ch, **kw)
     (cp,) = p.children
-    assert cp.target == pl.PACKET and cp.device == ETH and cp.reason == ""
+    assert cp.target == pl.PACKET and cp.device == ETH and cp.reason == "" and cp.cause == ""
     n = len(ch.local_ts) * len(ch.remote_ts)
     assert len(cp.policies) == 2 * n  # in + out; fwd stays in software
     for hw in cp.policies:
@@ -92,7 +92,7 @@ def test_marks_and_if_id_follow_into_hw_policies():
 def test_reqid_zero_goes_to_fallback():
     p, _ = plan_one(child(reqid=0))
     cp = p.children[0]
-    assert cp.target == pl.CRYPTO and "reqid 0" in cp.reason and not cp.policies
+    assert cp.target == pl.CRYPTO and "reqid 0" in cp.reason and not cp.policies and cp.cause == pl.REQID
 
 
 def test_static_reqid_shared_by_different_selectors_is_refused():
@@ -101,7 +101,7 @@ def test_static_reqid_shared_by_different_selectors_is_refused():
     view = view_for([a, b])
     p = pl.plan([a, b], CFG, view)
     for cp in p.children:
-        assert cp.target != pl.PACKET and "reqid 5 is shared" in cp.reason and "gw/a" in cp.reason
+        assert cp.target != pl.PACKET and "reqid 5 is shared" in cp.reason and "gw/a" in cp.reason and cp.cause == pl.REQID
     # same selectors (a rekey, or a duplicate) may share a reqid
     b2 = dataclasses.replace(b, remote_ts=a.remote_ts)
     assert all(cp.target == pl.PACKET for cp in pl.plan([a, b2], CFG, view_for([a, b2])).children)
@@ -112,7 +112,7 @@ def test_kernel_without_packet_offload_uses_fallback_with_reason():
     view = view_for([ch])
     view.packet_offload, view.packet_offload_reason = False, "kernel 6.1 is older than 6.2"
     (cp,) = pl.plan([ch], CFG, view).children
-    assert cp.target == pl.CRYPTO and cp.reason == "kernel 6.1 is older than 6.2"
+    assert cp.target == pl.CRYPTO and cp.reason == "kernel 6.1 is older than 6.2" and cp.cause == pl.KERNEL
 
 
 @pytest.mark.parametrize("fallback,target", [("crypto", pl.CRYPTO), ("software", pl.SOFTWARE), ("keep", pl.KEEP)])
@@ -129,9 +129,9 @@ def test_rules_by_name_mode_and_interface():
     off, cr, other = child(name="offme"), child(name="crx", reqid=2, spi_in=2, spi_out=3), child(name="x", reqid=3, spi_in=4, spi_out=5)
     view = view_for([off, cr, other])
     t = {cp.child.name: cp for cp in pl.plan([off, cr, other], cfg, view).children}
-    assert t["offme"].target == pl.OFF
-    assert t["crx"].target == pl.CRYPTO
-    assert t["x"].target == pl.SOFTWARE and "interface eth9 does not exist" in t["x"].reason
+    assert t["offme"].target == pl.OFF and t["offme"].cause == pl.CONFIGURED
+    assert t["crx"].target == pl.CRYPTO and t["crx"].cause == pl.CONFIGURED
+    assert t["x"].target == pl.SOFTWARE and "interface eth9 does not exist" in t["x"].reason and t["x"].cause == pl.NO_DEVICE
 
 
 def test_child_without_policies_is_not_packet_offloaded():
@@ -139,7 +139,7 @@ def test_child_without_policies_is_not_packet_offloaded():
     view = view_for([ch])
     view.policies = []
     (cp,) = pl.plan([ch], CFG, view).children
-    assert cp.target == pl.CRYPTO and "no policies" in cp.reason
+    assert cp.target == pl.CRYPTO and "no policies" in cp.reason and cp.cause == pl.NO_POLICIES
 
 
 def test_pending_when_states_not_installed():
@@ -147,7 +147,7 @@ def test_pending_when_states_not_installed():
     view = view_for([ch])
     view.states = {}
     (cp,) = pl.plan([ch], CFG, view).children
-    assert cp.target == pl.PENDING
+    assert cp.target == pl.PENDING and cp.cause == pl.WAITING
 
 
 def test_custom_priority_outside_charon_range_refused():
@@ -155,7 +155,7 @@ def test_custom_priority_outside_charon_range_refused():
     view = view_for([ch])
     view.policies = [x.evolve(priority=10) for x in view.policies]
     (cp,) = pl.plan([ch], CFG, view).children
-    assert cp.target == pl.CRYPTO and "priority 10" in cp.reason
+    assert cp.target == pl.CRYPTO and "priority 10" in cp.reason and cp.cause == pl.PRIORITY
 
 
 def test_more_specific_software_policy_would_be_hidden():
@@ -165,7 +165,7 @@ def test_more_specific_software_policy_would_be_hidden():
     sel = o.Selector(2, "10.2.0.9", "10.1.0.0", 32, 24)
     view.policies.append(o.XfrmPolicy(sel, c.XFRM_POLICY_OUT, 200000 - 56 * 512 - 1))
     (cp,) = pl.plan([ch], CFG, view).children
-    assert cp.target == pl.CRYPTO and "would hide" in cp.reason and "10.2.0.9/32" in cp.reason
+    assert cp.target == pl.CRYPTO and "would hide" in cp.reason and "10.2.0.9/32" in cp.reason and cp.cause == pl.SHADOWED
 
 
 def test_native_offload_left_alone():
@@ -175,7 +175,7 @@ def test_native_offload_left_alone():
         inbound = st.daddr == ch.local_host
         view.states[k] = st.evolve(offload=o.Offload(2, 4 | (2 if inbound else 0)))
     (cp,) = pl.plan([ch], CFG, view).children
-    assert cp.target == pl.NATIVE and not pl.state_changes(cp, 0)
+    assert cp.target == pl.NATIVE and not pl.state_changes(cp, 0) and cp.cause == pl.CHARON_OFFLOADS
 
 
 def test_bypasses_per_device_and_family_above_ipsec():
@@ -203,3 +203,16 @@ def test_stale_agent_policies_when_child_is_gone():
     # charon's own policies are never stale for the agent
     again = pl.KernelView.build([], installed + charon_pols, addresses=view.addresses, devices=view.devices)
     assert all(x.sel.user == pl.AGENT_TAG for x in pl.plan([], CFG, again).stale_policies)
+
+
+@pytest.mark.parametrize("what", ["tfc", "ah", "down"])
+def test_sa_the_device_cannot_take_and_a_down_device_have_their_cause(what):
+    ch = child(protocol="AH") if what == "ah" else child()
+    view = view_for([ch])
+    if what == "tfc":
+        view.states = {k: st.evolve(tfcpad=1) for k, st in view.states.items()}
+    if what == "down":
+        view.addresses = {a: dataclasses.replace(d, up=False) for a, d in view.addresses.items()}
+    (cp,) = pl.plan([ch], CFG, view).children
+    assert cp.target != pl.PACKET and cp.cause == {"tfc": pl.SA_UNSUPPORTED, "ah": pl.SA_UNSUPPORTED, "down": pl.DEVICE_DOWN}[what]
+    assert cp.cause in pl.CAUSES

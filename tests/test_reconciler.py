@@ -6,6 +6,7 @@ import errno
 import logging
 from dataclasses import replace
 
+import pytest
 from factories import ETH, KEY, charon_objects, child
 
 from swan_offload import config
@@ -82,9 +83,32 @@ def test_device_refusing_packet_goes_to_crypto_with_reason():
     r = Reconciler(k, config.Config(), CAPS)
     r.reconcile([ch])
     out = r.outcomes[ch.key]
-    assert out.mode == "crypto" and "Device failed to offload this policy" in out.reason
+    assert out.mode == "crypto" and "Device failed to offload this policy" in out.reason and out.cause == pl.DEVICE_REFUSED
+    assert r.decisions == {("crypto", pl.DEVICE_REFUSED): 1}
     assert offloads(k) == {ch.spi_out: 0, ch.spi_in: c.XFRM_OFFLOAD_INBOUND}
     assert not [p for p in k.policies.values() if pl.is_agent_policy(p)]
+
+
+class RefusingCrypto(MemoryBackend):
+    """A device that takes no crypto offload at all."""
+
+    def _one(self, op):
+        if isinstance(op, AddState) and op.state.offload and not op.state.offload.packet:
+            return XfrmError(errno.EOPNOTSUPP, "Device failed to offload this state", "add state")
+        return super()._one(op)
+
+
+@pytest.mark.parametrize("mode,packet_kernel,cause", [("crypto", True, pl.DEVICE_REFUSED), ("packet", True, pl.DEVICE_REFUSED), ("packet", False, pl.KERNEL)])
+def test_crypto_refused_ends_in_software_with_the_first_cause(mode, packet_kernel, cause):
+    ch = child()
+    k = kernel_with([ch], refuse={ETH.ifindex: "Device failed to offload this policy"}, cls=RefusingCrypto)
+    caps = CAPS if packet_kernel else KernelCaps(False, "kernel 6.1 has no packet offload", "6.1")
+    r = Reconciler(k, config.parse(f'[[rule]]\nmode = "{mode}"\n'), caps)
+    r.reconcile([ch])
+    out = r.outcomes[ch.key]
+    assert out.mode == "software" and "crypto offload refused: Device failed to offload this state" in out.reason
+    assert out.cause == cause and r.decisions == {("software", cause): 1}
+    assert offloads(k) == {ch.spi_out: None, ch.spi_in: None}  # in software, nothing lost
 
 
 class FailingSwap(MemoryBackend):
@@ -112,7 +136,7 @@ def test_refused_move_restores_charon_state_and_falls_back():
     assert after[ch.spi_out].replay.oseq > before[ch.spi_out].replay.oseq
     assert not [p for p in k.policies.values() if pl.is_agent_policy(p) and p.templates]
     out = r.outcomes[ch.key]
-    assert out.mode == "software" and "Device failed to offload this state" in out.reason
+    assert out.mode == "software" and "Device failed to offload this state" in out.reason and out.cause == pl.DEVICE_REFUSED
 
 
 def test_child_gone_removes_agent_objects_only():
