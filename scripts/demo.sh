@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The main job: in the kernel lab (a Debian 6.12 kernel under qemu), two gateways running
-# charon 5.9.8, a tunnel between their subnets, swan-offload on gateway A, and its status.
+# The main job, in the kernel lab (a Debian 6.12 kernel under qemu, systemd as PID 1): two
+# gateways running charon 5.9.8, gateway A with the shipped conf/swanctl.conf on a simulated
+# packet-offload NIC (tests/lab/sim), swan-offload started by systemd from the shipped unit and
+# conf/swan-offload.toml; then status, traffic, the kernel's view, metrics, a kill -9 that
+# systemd recovers from, and the journal. No key material is printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec .venv/bin/python -m tests.lab.vm tests/lab/jobs/demo.sh
+.venv/bin/python -m tests.lab.vm --systemd tests/lab/jobs/service.sh | grep -v '^== '

@@ -29,8 +29,8 @@ def lab_run_job():
 def lab_job(lab_run_job):
     """Run jobs/NAME in the VM, assert it exited 0, return (result, its sections)."""
 
-    def run(name: str, timeout: float, env: dict | None = None):
-        res = lab_run_job((JOBS / name).read_text(), timeout=timeout, env=env)
+    def run(name: str, timeout: float, env: dict | None = None, init: str = "shell"):
+        res = lab_run_job((JOBS / name).read_text(), timeout=timeout, env=env, init=init)
         assert res.rc == 0, detail(res)
         return res, sections(res.stdout)
 

@@ -8,7 +8,10 @@ Results come back through a second, writable 9p share mounted at /run/lab ($LAB_
     res = run_job("ip -V; modprobe esp4", timeout=120)
     res.rc, res.stdout, res.stderr, res.seconds
 
-    python -m tests.lab.vm SCRIPTFILE     # prints the output, exits with the job's code
+    python -m tests.lab.vm [--systemd] SCRIPTFILE   # prints the output, exits with the job's code
+
+With init="systemd" (--systemd) the guest boots systemd as PID 1 and runs the job as a
+service once basic.target is reached (about 10 s more), for jobs that start real units.
 
 Prepare first with tests/lab/prepare.sh. Set LAB_KEEP=1 to keep every run's folder under
 .lab/runs/ (runs that fail or time out are always kept).
@@ -90,13 +93,16 @@ def _read(path: Path) -> str:
         return ""
 
 
-def run_job(script: str, timeout: float = 300, env: dict | None = None) -> JobResult:
+def run_job(script: str, timeout: float = 300, env: dict | None = None, init: str = "shell") -> JobResult:
     """Boot a VM, run `script` with bash as root (cwd = repo), power off, return the result.
 
     `timeout` bounds the whole VM (boot included); on expiry the VM is killed and rc is 124.
     `env` adds environment variables for the script; LAB_REPO and LAB_OUT (the results
-    share in the guest, /run/lab) are always set.
+    share in the guest, /run/lab) are always set. `init`: "shell" (the job is PID 1's child)
+    or "systemd" (PID 1 is systemd, the job is lab-job.service).
     """
+    if init not in ("shell", "systemd"):
+        raise ValueError(f"init must be shell or systemd, not {init!r}")
     ok, why = lab_available()
     if not ok:
         raise RuntimeError(why)
@@ -106,7 +112,7 @@ def run_job(script: str, timeout: float = 300, env: dict | None = None) -> JobRe
     rundir.chmod(0o755)
     (rundir / "job.sh").write_text(script)
     shutil.copy(HERE / "guest-run.sh", rundir / "init2.sh")
-    exports = {"LAB_REPO": str(REPO), "LAB_OUT": "/run/lab", **(env or {})}
+    exports = {"LAB_REPO": str(REPO), "LAB_OUT": "/run/lab", "LAB_INIT": init, **(env or {})}
     (rundir / "job.env").write_text(
         "".join(f"export {k}={shlex.quote(str(v))}\n" for k, v in exports.items())
     )
@@ -151,14 +157,16 @@ def run_job(script: str, timeout: float = 300, env: dict | None = None) -> JobRe
 
 
 def main(argv: list[str]) -> int:
+    init = "systemd" if "--systemd" in argv[1:] else "shell"
+    argv = [a for a in argv if a != "--systemd"]
     if len(argv) != 2:
-        print("usage: python -m tests.lab.vm SCRIPTFILE", file=sys.stderr)
+        print("usage: python -m tests.lab.vm [--systemd] SCRIPTFILE", file=sys.stderr)
         return 2
     ok, why = lab_available()
     if not ok:
         print(f"lab not available: {why}", file=sys.stderr)
         return 2
-    res = run_job(Path(argv[1]).read_text())
+    res = run_job(Path(argv[1]).read_text(), init=init)
     sys.stdout.write(res.stdout)
     sys.stderr.write(res.stderr)
     kept = f", kept in {res.rundir}" if res.rundir else ""
