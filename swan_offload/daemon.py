@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import capability, control, metrics, sdnotify, vici_source
+from . import capability, control, metrics, model, sdnotify, vici_source
 from .backend import Backend, NetlinkBackend
 from .config import Config
 from .links import LinkMonitor
@@ -181,14 +181,30 @@ class Daemon:
             self.write_status()
             return False
         if kind == "event":
-            name, msg = payload
-            self.last_event = time.time()
+            name, msg, at = payload
+            self.last_event = at
             log.info("event %s", vici_source.describe_event(name, msg))
+            self._announced(name, msg, at)
             return True
         if kind == "link" and payload is not None:
             with self.lock:
                 self.reconciler.link_changed(*payload)
         return kind in ("xfrm", "timer", "link")
+
+    def _announced(self, name: str, msg: Any, at: float) -> None:
+        """charon says a CHILD_SA is up (or a rekey made one): its promotion latency starts here."""
+        try:
+            if name == "child-updown" and msg.get("up") == b"yes":
+                kids = model.children_of(msg)
+            elif name == "child-rekey":
+                kids = [new for _old, new in model.rekeyed_children(msg)]
+            else:
+                return
+        except (ValueError, AttributeError):  # model.MalformedMessage among them
+            return  # the resync that follows reads list-sas, which says what is what
+        with self.lock:
+            for ch in kids:
+                self.reconciler.announced.setdefault(ch.key, at)
 
     def _serve_metrics(self) -> None:
         if not self.cfg.metrics_listen:

@@ -138,7 +138,7 @@ class AgentCollector(Collector):
                 total += n
                 cumulative.append(total)
             buckets = [(str(b), c) for b, c in zip(LATENCY_BUCKETS, cumulative)] + [("+Inf", cumulative[-1])]
-            yield HistogramMetricFamily(f"{PREFIX}_promotion_latency_seconds", "From charon installing a CHILD_SA to the agent having it offloaded", buckets=buckets, sum_value=self._latency_sum, unit="seconds")
+            yield HistogramMetricFamily(f"{PREFIX}_promotion_latency_seconds", "From charon's event for a new or rekeyed CHILD_SA to the agent having its SAs offloaded", buckets=buckets, sum_value=self._latency_sum, unit="seconds")
 
     def _observe(self, v: float) -> None:
         i = next((i for i, b in enumerate(LATENCY_BUCKETS) if v <= b), len(LATENCY_BUCKETS))

@@ -110,6 +110,11 @@ class Reconciler:
         # for metrics: decisions by (outcome, cause), event-to-offloaded latencies not yet scraped, repairs
         self.decisions: Counter[tuple[str, str]] = Counter()
         self.latencies: list[float] = []
+        # promotion latency runs from charon's event (wall clock, kept by the daemon) to the SAs
+        # being offloaded; SAs offloaded on arrival (follow) end it there, not at the reconcile
+        self.announced: dict[tuple[str, int], float] = {}
+        self.followed: dict[int, float] = {}  # SPI -> when it was offloaded on arrival
+        self.started = time.time()
         self.drift_repaired = 0
         self.last_plan: pl.Plan | None = None
         self._have: dict[tuple[Any, ...], XfrmPolicy] = {}  # the policies present by identity, kept current
@@ -173,10 +178,12 @@ class Reconciler:
         live = {cp.child.key for cp in plan.children}
         for k in [k for k, h in self.held.items() if h.child not in live]:
             del self.held[k]
-        memos: tuple[dict[Any, Any], ...] = (self.outcomes, self.refused, self.crypto_refused)
+        memos: tuple[dict[Any, Any], ...] = (self.outcomes, self.refused, self.crypto_refused, self.announced)
         for memo in memos:
             for k in [k for k in memo if k not in live]:
                 del memo[k]
+        old = time.time() - 60  # an SA offloaded on arrival whose CHILD_SA never showed up
+        self.followed = {spi: t for spi, t in self.followed.items() if t > old}
         self.last_plan = plan
         return plan
 
@@ -267,6 +274,7 @@ class Reconciler:
         gone, refused = self.backend.apply([DelState(st.id, "remove " + st.describe()), AddState(new)])
         if gone is None and refused is None:
             self._keep(new, twin.child, twin.outbound)
+            self.followed[st.spi] = time.time()
             log.info("reqid %d: new %s offloaded on arrival (a rekey of an offloaded CHILD_SA)", st.reqid, new.describe())
             return True
         repair: list[Op] = []
@@ -338,8 +346,14 @@ class Reconciler:
         if mode != pl.PENDING:
             self.decisions[mode, cp.cause] += 1
         promoted = mode in (pl.PACKET, pl.CRYPTO) and (prev is None or prev.mode not in (pl.PACKET, pl.CRYPTO))
-        if promoted and installed and len(self.latencies) < 10000:
-            self.latencies.append(now - installed)
+        if promoted and len(self.latencies) < 10000:
+            # from charon's event; without one, from the install time (1 s resolution), but only for
+            # a CHILD_SA installed since this process started: older ones were no promotion of ours
+            start = self.announced.pop(ch.key, None) or (installed if installed >= self.started else None)
+            done = [self.followed.pop(spi, 0.0) for spi in (ch.spi_in, ch.spi_out)]
+            end = max(done) if all(done) else now
+            if start is not None:
+                self.latencies.append(max(0.0, end - start))
         if mode in (pl.PACKET, pl.CRYPTO):
             log.info("%s reqid %d: %s offload on %s%s", ch.label, ch.reqid, mode, dev, f" ({reason})" if reason else "")
         elif mode != pl.PENDING:

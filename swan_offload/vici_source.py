@@ -79,7 +79,11 @@ def rekey_child(path: str, uniqueid: int) -> None:
 
 
 class Listener(threading.Thread):
-    """Puts ("connected"|"disconnected"|"event", payload) on ``q``; reconnects forever."""
+    """Puts ("connected"|"disconnected"|"event", payload) on ``q``; reconnects forever.
+
+    An event's payload is (name, message, wall clock at arrival): the arrival starts the
+    CHILD_SA's promotion latency, however long the main thread takes to get to it.
+    """
 
     def __init__(self, path: str, q: queue.Queue[Any], max_backoff: float = 30.0, poll: float = 0.5) -> None:
         super().__init__(name="vici-listener", daemon=True)
@@ -141,7 +145,8 @@ class Listener(threading.Thread):
                 return
             if label is None:
                 continue
-            self.q.put(("event", (label.decode(errors="replace") if isinstance(label, bytes) else str(label), msg)))
+            name = label.decode(errors="replace") if isinstance(label, bytes) else str(label)
+            self.q.put(("event", (name, msg, time.time())))
 
     def _down(self, why: str) -> None:
         if self.connected:

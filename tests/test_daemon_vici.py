@@ -187,3 +187,18 @@ def write_cfg(tmp_path, sock):
     p.write_text(f'[vici]\nsocket = "{sock}"\n[agent]\nstatus_file = "{tmp_path / "status.json"}"\n'
                  f'control_socket = "{tmp_path / "control.sock"}"\n')
     return str(p)
+
+
+def test_charons_events_start_the_promotion_latency_of_the_children_they_name(tmp_path):
+    d = Daemon(config.Config(vici_socket=str(tmp_path / "absent.vici"), status_file=str(tmp_path / "s.json")),
+               backend=MemoryBackend(), caps=KernelCaps(True, "test", "6.12"))
+    up, rekeyed, down = child(), child(uniqueid=2, spi_in=0xC0000002, spi_out=0xC1000002), child(name="x", uniqueid=3)
+    d._handle("event", ("child-updown", {"up": b"yes", **vici_ike("gw", [(up, "INSTALLED")])}, 100.0))
+    ike = vici_ike("gw", [])["gw"]
+    ike["child-sas"] = {"net": {"old": vici_ike("gw", [(up, "REKEYED")])["gw"]["child-sas"]["net-1"],
+                                "new": vici_ike("gw", [(rekeyed, "INSTALLED")])["gw"]["child-sas"]["net-2"]}}
+    d._handle("event", ("child-rekey", {"gw": ike}, 200.0))
+    d._handle("event", ("child-updown", vici_ike("gw", [(down, "DELETING")]), 300.0))  # down: no promotion
+    d._handle("event", ("child-updown", {"up": b"yes", "gw": {"child-sas": "not a section"}}, 400.0))  # malformed: ignored
+    assert d.reconciler.announced == {up.key: 100.0, rekeyed.key: 200.0}
+    assert d.last_event == 400.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import time
 from dataclasses import replace
 
 import pytest
@@ -462,3 +463,35 @@ def test_a_held_copy_is_never_replaced_by_an_older_read():
     newest = r.held[key_out].state.replay.oseq
     assert r.refresh_held(stale, r.held[key_out].read_at - 1.0) == 0
     assert r.held[key_out].state.replay.oseq == newest
+
+
+def test_promotion_latency_runs_from_charons_event_and_only_for_children_of_this_run():
+    old = replace(child(), install_time=7200)  # up for two hours when the agent started
+    new = replace(child(name="b", uniqueid=2, reqid=2, spi_in=0xC0000002, spi_out=0xC1000002, rts=("10.9.0.0/24",)), install_time=0)
+    k = kernel_with([old, new])
+    r = Reconciler(k, config.Config(), CAPS)
+    r.announced[new.key] = time.time() - 0.5
+    r.reconcile([old, new])
+    assert r.outcomes[old.key].mode == r.outcomes[new.key].mode == "packet"
+    (lat,) = r.latencies  # the old child was found, not promoted by a charon event this process saw
+    assert 0.5 <= lat < 5
+    assert r.announced == {}
+
+
+def test_a_rekey_offloaded_on_arrival_ends_its_latency_there():
+    ch = child()
+    k = kernel_with([ch])
+    r = Reconciler(k, config.Config(), CAPS)
+    r.reconcile([ch])
+    r.latencies.clear()
+    new = child(uniqueid=2, spi_in=0xC0000002, spi_out=0xC1000002)
+    states, _ = charon_objects(new)
+    t0 = time.time()
+    r.announced[new.key] = t0
+    for st in states:
+        k.apply([AddState(st)])
+        assert r.follow(st)
+    time.sleep(0.3)  # the reconcile comes later; the SAs were in the NIC already
+    r.reconcile([ch, new])
+    (lat,) = r.latencies
+    assert lat < 0.3 and r.followed == {}
