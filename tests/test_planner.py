@@ -187,6 +187,7 @@ def test_bypasses_per_device_and_family_above_ipsec():
     top = min(x.priority for cp in p.children for x in cp.policies)
     for bp in p.bypasses:
         assert bp.priority < top and bp.sel.proto == c.IPPROTO_UDP and not bp.templates
+        assert bp.describe().endswith(f"priority 32 allow offload packet dev#{ETH.ifindex}"), bp.describe()
         assert bp.offload == o.Offload(ETH.ifindex, c.XFRM_OFFLOAD_PACKET)
         port = bp.sel.sport if bp.dir == c.XFRM_POLICY_OUT else bp.sel.dport
         assert port in (500, 4500)

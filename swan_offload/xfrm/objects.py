@@ -313,8 +313,9 @@ class XfrmPolicy:
     def describe(self) -> str:
         d = c.DIR_NAMES.get(self.dir, str(self.dir))
         off = f" offload {self.offload.mode} dev#{self.offload.ifindex}" if self.offload else ""
-        reqids = ",".join(str(t.reqid) for t in self.templates)
-        return f"policy {self.sel.describe()} dir {d} priority {self.priority} reqid {reqids}{off}"
+        # a policy without templates (an IKE bypass, charon's socket policies) names its action
+        what = "reqid " + ",".join(str(t.reqid) for t in self.templates) if self.templates else ("block" if self.action else "allow")
+        return f"policy {self.sel.describe()} dir {d} priority {self.priority} {what}{off}"
 
 
 # ---------------------------------------------------------------- encoding

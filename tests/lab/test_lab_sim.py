@@ -120,6 +120,42 @@ def test_crypto_offload_the_kernel_frames_esp_the_device_ciphers(sim_job):
     assert section_json(sec, "nokeys")["found_in"] == ["/run/nokeys-control"]
 
 
+def test_transport_mode_esn_and_ipv6_run_in_the_device(sim_job):
+    """jobs/sim_shapes.sh: transport-mode CHILD_SAs between the gateways in packet offload, IPv4
+    with ESN and IPv6 with AES-256, UDP both ways; gwb decrypts in software what the device framed
+    and the device decrypts what gwb sent; the captured wire decrypts independently (ESN: the high
+    sequence bits the device authenticates but never sends)."""
+    res, sec = sim_job("sim_shapes.sh", timeout=480)
+    why = detail(res)
+    rows = {c["child"]: c for c in section_json(sec, "status")["children"]}
+    assert {k: (r["mode"], r["device"]) for k, r in rows.items()} == {"trans": ("packet", "wan"), "trans6": ("packet", "wan")}, why
+    kernel = section_json(sec, "kernel")
+    assert_consistent(kernel, "kernel", why)
+    kids = {c["child"]: c for c in kernel["children"]}
+    assert kids["trans"]["mode"] == kids["trans6"]["mode"] == "TRANSPORT" and kids["trans"]["esn"] and not kids["trans6"]["esn"], kids
+    ip = ip_states(sec["state"])
+    for name, esn, bits in (("trans", True, 160), ("trans6", False, 288)):
+        for spi, d in ((kids[name]["spi_in"], "in"), (kids[name]["spi_out"], "out")):
+            assert f"crypto offload parameters: dev wan dir {d} mode packet" in ip[spi] and "mode transport" in ip[spi], ip[spi]
+            assert ("esn" in ip[spi]) == esn and f"({bits} bits)" in ip[spi], ip[spi]
+    for direction, port in (("udp4out", "6000"), ("udp4in", "6001"), ("udp6out", "6000"), ("udp6in", "6001")):
+        assert section_json(sec, direction) == {port: 50}, (direction, why)
+    dev = section_json(sec, "devstats")
+    assert dev["ipsec_packet_tx_pkts"] == dev["ipsec_packet_rx_pkts"] == 100 and dev["ipsec_rx_auth_fail"] == 0, dev
+    for stat in ("peerstat", "stat"):
+        for counter in ("XfrmInStateSeqError", "XfrmInStateProtoError", "XfrmInNoStates", "XfrmOutPolError"):
+            assert re.search(rf"^{counter}\s+0$", sec[stat], re.M), (stat, counter, sec[stat])
+    wire = section_json(sec, "wire")
+    for c in kids.values():
+        for spi in (c["spi_in"], c["spi_out"]):
+            assert wire[spi]["frames"] == wire[spi]["decrypted"] == 50, (spi, wire[spi])
+            seqs = wire[spi]["seqs"]
+            assert seqs == list(range(seqs[0], seqs[0] + 50)), (spi, seqs)
+        assert wire[c["spi_out"]]["seq_iv"] == 50 and wire[c["spi_in"]]["seq_iv"] == 0  # the device framed ours, not the peer's
+    nokeys = section_json(sec, "nokeys")
+    assert nokeys["keys"] == 4 and nokeys["found_in"] == ["/run/nokeys-control"], nokeys
+
+
 def test_refusals_end_in_fallback_with_the_device_reason(sim_job):
     """Shown 4: an algorithm the device does not take, and a full SA table (jobs/sim_refusals.sh)."""
     res, sec = sim_job("sim_refusals.sh", timeout=480)

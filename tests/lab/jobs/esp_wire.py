@@ -45,12 +45,15 @@ def esp_of(frame: bytes) -> bytes | None:
     return None
 
 
-def current_keys(ns: str) -> tuple[dict[int, bytes], dict[int, bool]]:
+def current_keys(ns: str) -> tuple[dict[int, bytes], dict[int, int | None]]:
+    """Keys by SPI, and each SA's ESN high 32 bits (None without ESN): the sender puts only the
+    low bits on the wire, but both ends authenticate SPI || seq_hi || seq_lo (RFC 4106 5)."""
     from swan_offload.backend import NetlinkBackend
 
     states = NetlinkBackend(ns).dump_states()
     keys = {s.spi: s.aead.key.reveal() for s in states if s.aead is not None}
-    return keys, {s.spi: s.replay_esn is not None and bool(s.flags & 128) for s in states}
+    hi = {s.spi: max(s.replay_esn.oseq_hi, s.replay_esn.seq_hi) if s.replay_esn is not None and s.flags & 128 else None for s in states}
+    return keys, hi
 
 
 def save_keys(ns: str, path: str) -> None:
@@ -82,11 +85,13 @@ def decrypt(ns: str, path: str, saved: str | None = None) -> None:
         # random salt: an IV equal to the sequence number says the device enciphered the frame
         row["seq_iv"] += esp[8:16] == struct.pack("!Q", seq)
         key = keys.get(spi)
-        if key is None or esn.get(spi):
-            continue  # not a current SA of NS (or ESN, whose high bits are not on the wire)
+        if key is None:
+            continue  # not a current SA of NS
         iv, body = esp[8:16], esp[16:]
+        # the lab's SAs never wrap 2^32 packets: the high bits now are those of every frame
+        aad = esp[:8] if esn.get(spi) is None else esp[:4] + struct.pack("!I", esn[spi]) + esp[4:8]
         try:
-            AESGCM(key[:-4]).decrypt(key[-4:] + iv, body, esp[:8])
+            AESGCM(key[:-4]).decrypt(key[-4:] + iv, body, aad)
         except Exception:
             continue
         row["decrypted"] += 1

@@ -4,7 +4,10 @@
                                             print {"port": datagrams received} as JSON once
                                             every port has EXPECT, or after SECONDS; with TIMES,
                                             also write each arrival there as [port, index, boottime]
-    udp.py send DST PORT[-LAST] COUNT GAP   COUNT datagrams to every port, GAP seconds apart
+    udp.py send DST PORT[-LAST] COUNT GAP [SPORT]
+                                            COUNT datagrams to every port, GAP seconds apart
+                                            (from SPORT if given); DST IPv4 or IPv6
+Receivers listen on IPv4 and IPv6 (one dual-stack socket per port).
 """
 
 import json
@@ -22,8 +25,9 @@ def ports(text: str) -> range:
 def recv(spec: str, expect: int, seconds: float, times: str | None = None) -> None:
     socks = {}
     for p in ports(spec):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("0.0.0.0", p))
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind(("::", p))
         socks[s] = p
     got = {p: 0 for p in socks.values()}
     arrivals = []
@@ -41,8 +45,10 @@ def recv(spec: str, expect: int, seconds: float, times: str | None = None) -> No
     print(json.dumps(got))
 
 
-def send(dst: str, spec: str, count: int, gap: float) -> None:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def send(dst: str, spec: str, count: int, gap: float, sport: int = 0) -> None:
+    s = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_DGRAM)
+    if sport:
+        s.bind(("::" if ":" in dst else "0.0.0.0", sport))
     for i in range(count):
         for p in ports(spec):
             s.sendto(f"lab {i}".encode(), (dst, p))
@@ -53,4 +59,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "recv":
         recv(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5] if len(sys.argv) > 5 else None)
     else:
-        send(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
+        send(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]) if len(sys.argv) > 6 else 0)
