@@ -178,6 +178,9 @@ class Reconciler:
         live = {cp.child.key for cp in plan.children}
         for k in [k for k, h in self.held.items() if h.child not in live]:
             del self.held[k]
+        for k in [k for k in self.outcomes if k not in live]:
+            gone = self.outcomes[k]
+            log.info("%s reqid %d: retired (charon no longer lists it; it was %s)", gone.label, gone.reqid, gone.mode)
         memos: tuple[dict[Any, Any], ...] = (self.outcomes, self.refused, self.crypto_refused, self.announced)
         for memo in memos:
             for k in [k for k in memo if k not in live]:

@@ -140,7 +140,7 @@ def test_refused_move_restores_charon_state_and_falls_back():
     assert out.mode == "software" and "Device failed to offload this state" in out.reason and out.cause == pl.DEVICE_REFUSED
 
 
-def test_child_gone_removes_agent_objects_only():
+def test_child_gone_removes_agent_objects_only(caplog):
     a, b = child(), child(name="b", uniqueid=2, reqid=2, spi_in=0xC0000002, spi_out=0xC1000002, rts=("10.9.0.0/24",))
     k = kernel_with([a, b])
     r = Reconciler(k, config.Config(), CAPS)
@@ -151,10 +151,12 @@ def test_child_gone_removes_agent_objects_only():
         k.states.pop((st.daddr, st.spi, st.proto))
     for p in pols:
         k.policies.pop((p.sel, p.dir, p.mark, p.if_id))
-    r.reconcile([a])
+    with caplog.at_level(logging.INFO):
+        r.reconcile([a])
     mine = [p for p in k.policies.values() if pl.is_agent_policy(p)]
     assert {t.reqid for p in mine for t in p.templates} == {1}
     assert b.key not in r.outcomes
+    assert "gw/b#2 reqid 2: retired (charon no longer lists it; it was packet)" in caplog.text
     # then a: nothing of the agent's remains, bypasses included
     for st in charon_objects(a)[0]:
         k.states.pop((st.daddr, st.spi, st.proto))
