@@ -178,8 +178,7 @@ class Reconciler:
         live = {cp.child.key for cp in plan.children}
         for k in [k for k, h in self.held.items() if h.child not in live]:
             del self.held[k]
-        for k in [k for k in self.outcomes if k not in live]:
-            gone = self.outcomes[k]
+        for gone in [o for key, o in self.outcomes.items() if key not in live]:
             log.info("%s reqid %d: retired (charon no longer lists it; it was %s)", gone.label, gone.reqid, gone.mode)
         memos: tuple[dict[Any, Any], ...] = (self.outcomes, self.refused, self.crypto_refused, self.announced)
         for memo in memos:
