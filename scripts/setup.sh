@@ -17,6 +17,6 @@ fi
 systemctl disable --now strongswan-starter strongswan >/dev/null 2>&1 || true
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test,dev]'
 tests/lab/prepare.sh
 tests/lab/sim/build.sh >/dev/null  # the simulated packet-offload NIC (trixie chroot, cached)

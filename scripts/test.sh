@@ -5,6 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export TIERS_REQUIRED=1  # setup installed every tier: a tier that cannot run fails, never skips
-.venv/bin/ruff check swan_offload tests bench  # what tox's lint env runs
-.venv/bin/mypy                                 # tox's type env: strict on swan_offload/
+.venv/bin/tox -e lint,type   # ruff on the package, tests and benchmarks; mypy --strict on swan_offload/
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests
