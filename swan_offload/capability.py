@@ -55,7 +55,7 @@ def probe(backend: Backend, release: str | None = None, loopback_ifindex: int = 
         raise PermissionError(err.errno, "the kernel refused XFRM configuration: CAP_NET_ADMIN is needed")
     if err is not None:
         # the offload path exists and judged the device: the kernel has packet offload
-        return KernelCaps(True, f"kernel {release} has packet offload (probe answered: {err.reason})", release)
+        return KernelCaps(True, f"kernel {release} has packet offload (it judged a probe policy on lo: {err.reason!r})", release)
     stored = [p for p in backend.dump_policies() if p.sel == PROBE_SEL and p.dir == c.XFRM_POLICY_OUT]
     backend.apply([DelPolicy(pol.id, "delete offload probe policy")])
     if stored and stored[0].offload is None:
