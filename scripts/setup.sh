@@ -15,7 +15,12 @@ if [ -n "$missing" ]; then
 fi
 # charon must not run as a system service next to the tests' own instances
 systemctl disable --now strongswan-starter strongswan >/dev/null 2>&1 || true
-PY=${PYTHON:-python3}
+# Debian's python, as a gateway runs the service with: an interpreter under /root or /home
+# (pyenv's, say) is hidden from swan-offload.service by ProtectHome=, and the lab runs that unit
+PY=${PYTHON:-/usr/bin/python3}
+case "$(readlink -f .venv/bin/python 2>/dev/null)" in
+    /root/*|/home/*) echo "setup.sh: .venv uses $(readlink -f .venv/bin/python); making it again from $PY" >&2; rm -rf .venv ;;
+esac
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test,dev]'
 tests/lab/prepare.sh

@@ -21,6 +21,9 @@ for i in $(seq 1 100); do lab_swanctl gwa --list-sas 2>/dev/null | grep -q "lan:
 lab_section charon; say "charon 5.9.8 on gateway A, with conf/swanctl.conf"
 lab_swanctl gwa --list-sas | grep -E "^[a-z0-9-]+: #|lan: |in  |out |local |remote "
 
+case "$(readlink -f "$LAB_REPO/.venv/bin/python")" in
+    /root/*|/home/*) lab_die "the venv's python, $(readlink -f "$LAB_REPO/.venv/bin/python"), is in a home directory, which the unit's ProtectHome= hides: make .venv from /usr/bin/python3 (scripts/setup.sh does)" ;;
+esac
 install -Dm644 conf/swan-offload.toml /etc/swan-offload/swan-offload.toml
 sed -i 's|^socket = .*|socket = "/run/gwa/charon.vici"|' /etc/swan-offload/swan-offload.toml
 install -m644 conf/swan-offload.service /etc/systemd/system/swan-offload.service
@@ -35,7 +38,11 @@ EOF
 systemctl daemon-reload
 lab_section start; say "systemctl start swan-offload (Type=notify: returns once the first reconcile is done)"
 t0=$(date +%s.%N)
-systemctl start swan-offload
+systemctl start swan-offload || {
+    systemctl status --no-pager -l swan-offload || true
+    journalctl -u swan-offload --no-pager -o cat || true
+    lab_die "swan-offload.service did not start"
+}
 echo "started in $(awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $t0}") s"
 unit_show
 PID=$(systemctl show -p MainPID --value swan-offload)
