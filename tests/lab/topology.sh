@@ -228,13 +228,17 @@ lab_pinger() {
 # lab_udp PORTS COUNT [GAP]: COUNT datagrams hosta -> hostb 10.2.0.2 on each of PORTS
 # ("5001" or "5001-5050"); prints hostb's {"port": received} JSON. With LAB_UDP_TIMES=FILE
 # set, each arrival is also written there as [port, index, boottime].
-lab_udp() {
-    local out=/run/udp.$$ i
+lab_udp() { lab_udp_between hosta hostb 10.2.0.2 "$1" "$2" "${3:-0.05}"; }
+
+# lab_udp_between FROM TO DST PORTS COUNT [GAP] [SPORT]: the same from namespace FROM to TO
+# (DST one of TO's addresses, IPv4 or IPv6), sent from port SPORT if given.
+lab_udp_between() {
+    local out=/run/udp.$$.$1.$2 i gap=${6:-0.05}
     rm -f "$out" "$out.err"
-    ip netns exec hostb python3 "$LAB_DIR/jobs/udp.py" recv "$1" "$2" "$(awk "BEGIN{print $2 * ${3:-0.05} * 1.5 + 15}")" $LAB_UDP_TIMES >"$out" 2>"$out.err" &
+    ip netns exec "$2" python3 "$LAB_DIR/jobs/udp.py" recv "$4" "$5" "$(awk "BEGIN{print $5 * $gap * 1.5 + 15}")" $LAB_UDP_TIMES >"$out" 2>"$out.err" &
     local rx=$!
     for i in $(seq 1 100); do grep -q ready "$out.err" 2>/dev/null && break; sleep 0.1; done
-    ip netns exec hosta python3 "$LAB_DIR/jobs/udp.py" send 10.2.0.2 "$1" "$2" "${3:-0.05}"
+    ip netns exec "$1" python3 "$LAB_DIR/jobs/udp.py" send "$3" "$4" "$5" "$gap" ${7:-}
     wait $rx
     cat "$out"
 }

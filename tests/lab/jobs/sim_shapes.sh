@@ -15,20 +15,11 @@ LAB_AGENT_EXTRA="seq_margin = 8" lab_agent_conf "t4/* software" "t6/* software"
 lab_agent_start
 lab_agent_settled
 lab_capture_start gwb
-# udp.py recv/send in the gateways' own namespaces (transport mode: the gateways are the hosts)
-udp_between() {  # FROM-NS TO-NS DST PORT SPORT COUNT
-    local out=/run/udp-$1-$3
-    ip netns exec "$2" "$LAB_PY" "$LAB_DIR/jobs/udp.py" recv "$4" "$6" 20 >"$out" 2>"$out.err" &
-    local rx=$! i
-    for i in $(seq 1 100); do grep -q ready "$out.err" 2>/dev/null && break; sleep 0.1; done
-    ip netns exec "$1" "$LAB_PY" "$LAB_DIR/jobs/udp.py" send "$3" "$4" "$6" 0.02 "$5"
-    wait $rx
-    cat "$out"
-}
-lab_section udp4out; udp_between gwa gwb 192.0.2.2 6000 0 50
-lab_section udp4in; udp_between gwb gwa 192.0.2.1 6001 6000 50
-lab_section udp6out; udp_between gwa gwb 2001:db8::2 6000 0 50
-lab_section udp6in; udp_between gwb gwa 2001:db8::1 6001 6000 50
+# transport mode: the gateways are the hosts; gwb sends from port 6000, its selector's
+lab_section udp4out; lab_udp_between gwa gwb 192.0.2.2 6000 50 0.02
+lab_section udp4in; lab_udp_between gwb gwa 192.0.2.1 6001 50 0.02 6000
+lab_section udp6out; lab_udp_between gwa gwb 2001:db8::2 6000 50 0.02
+lab_section udp6in; lab_udp_between gwb gwa 2001:db8::1 6001 50 0.02 6000
 sleep 1
 kill $LAB_CAPTURE; wait $LAB_CAPTURE || true
 lab_status status
