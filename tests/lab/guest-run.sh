@@ -32,8 +32,8 @@ fi
 hostname lab
 if [ "${LAB_INIT:-}" = systemd ]; then
     U=/etc/systemd/system
-    # only what a job needs: lab.target pulls basic.target (journald, tmpfiles, sysctl, ...)
-    # and the job; the host's own services and timers stay out
+    # only what a job needs: lab.target pulls basic.target (journald, sysctl, ...) and the
+    # job; the host's own services stay out, and the units below are masked
     cat >"$U/lab.target" <<'EOF'
 [Unit]
 Description=Kernel lab job
