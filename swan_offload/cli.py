@@ -71,11 +71,13 @@ def cmd_plan(args: argparse.Namespace, cfg: config.Config) -> int:
     backend = NetlinkBackend(args.netns)
     caps = capability.probe(backend)  # before charon: no kernel access, no point reading it
     try:
-        children = vici_source.list_children(cfg.vici_socket)
+        sas = vici_source.list_sas(cfg.vici_socket)
     except vici_source.VICI_ERRORS as e:
         print(f"swan-offload: cannot read charon at {cfg.vici_socket}: {e}", file=sys.stderr)
         return 1
-    rows = plan_rows(Reconciler(backend, cfg, caps).plan(children), cfg.seq_margin)
+    for err in sas.errors:
+        print(f"swan-offload: list-sas: {err}; that IKE_SA's kernel objects would be left as they are", file=sys.stderr)
+    rows = plan_rows(Reconciler(backend, cfg, caps).plan(sas), cfg.seq_margin)
     rows["kernel"] = caps.reason
     if args.json:
         print(json.dumps(rows, indent=1))

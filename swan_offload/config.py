@@ -7,6 +7,7 @@ and the reason (``ConfigError``).
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,7 @@ class Config:
     metrics_listen: str = ""  # host:port; "" serves no metrics (a config file defaults to DEFAULT_METRICS)
     control_socket: str = ""  # "" opens none (a config file, even an empty one, defaults to DEFAULT_CONTROL)
     rules: tuple[Rule, ...] = field(default_factory=lambda: (Rule(),))
+    ike_addresses: tuple[str, ...] = ()  # local IKE addresses beyond those of charon's IKE_SAs
 
     def rule_for(self, conn: str, child: str) -> Rule:
         """First matching rule wins; with none, the CHILD_SA is left alone."""
@@ -128,6 +130,11 @@ def parse(text: str, path: str = "<string>") -> Config:
     ports = _take(agent, "ike_ports", list, path, "agent.", [500, 4500])
     if not ports or not all(isinstance(p, int) and 0 < p < 65536 for p in ports):
         raise ConfigError(path, "agent.ike_ports", "expected a list of UDP ports")
+    ike_addrs = _take(agent, "ike_addresses", list, path, "agent.", [])
+    try:
+        ike_addrs = [str(ipaddress.ip_address(a)) for a in ike_addrs]
+    except (ValueError, TypeError) as e:
+        raise ConfigError(path, "agent.ike_addresses", f"expected a list of IP addresses: {e}") from e
     margin = _take(agent, "seq_margin", int, path, "agent.", 65536)
     if not 0 <= margin < 1 << 31:
         raise ConfigError(path, "agent.seq_margin", "must be in 0..2^31")
@@ -164,7 +171,7 @@ def parse(text: str, path: str = "<string>") -> Config:
         )
         _no_leftovers(r, path, where)
         rules.append(rule)
-    return Config(path, sock, recon, level, top, bypass, tuple(ports), margin, status_file, resync, rekey_restored, listen, control, tuple(rules))
+    return Config(path, sock, recon, level, top, bypass, tuple(ports), margin, status_file, resync, rekey_restored, listen, control, tuple(rules), tuple(ike_addrs))
 
 
 def load(path: str | Path) -> Config:

@@ -95,6 +95,8 @@ class Daemon:
         self.last_event = 0.0
         self.last_sync = 0.0
         self.sync_errors = 0
+        self.unreadable = 0  # list-sas entries that did not parse, over the daemon's life
+        self.last_unreadable: list[str] = []  # those of the last resync, for status
         self.metrics_server: Any = None
         self.control: control.ControlServer | None = None
         self.ready = False
@@ -222,7 +224,7 @@ class Daemon:
         with self.lock:
             r = self.reconciler
             latencies, r.latencies = r.latencies, []
-            agent = metrics.Agent(self.connected, self.last_event, r.runs, r.drift_repaired, self.monitor.seen if self.monitor else 0, dict(r.decisions), latencies)
+            agent = metrics.Agent(self.connected, self.last_event, r.runs, r.drift_repaired, self.monitor.seen if self.monitor else 0, dict(r.decisions), latencies, self.unreadable)
             return metrics.Snapshot(list(r.outcomes.values()), agent)
 
     def _metrics_states(self) -> list[Any]:
@@ -272,13 +274,17 @@ class Daemon:
     def sync(self) -> bool:
         """One resync: list-sas, dump the kernel, apply the plan. False if charon could not be read."""
         try:
-            children = vici_source.list_children(self.cfg.vici_socket)
+            sas = vici_source.list_sas(self.cfg.vici_socket)
         except vici_source.VICI_ERRORS as e:
             log.warning("list-sas failed: %s", e)
             return False
+        for err in sas.errors:
+            log.error("list-sas: %s; that IKE_SA's kernel objects are left as they are", err)
+        self.unreadable += len(sas.errors)
+        self.last_unreadable = list(sas.errors)
         try:
             with self.lock:
-                self.reconciler.reconcile(children)
+                self.reconciler.reconcile(sas)
         except OSError as e:
             self.sync_errors += 1
             log.error("reconcile failed: %s", e)
@@ -331,6 +337,7 @@ class Daemon:
                 "last_sync": round(self.last_sync, 3),
                 "last_event": round(self.last_event, 3),
                 "refusing_devices": {str(k): v for k, v in self.reconciler.refusing.items()},
+                "vici_unreadable": self.last_unreadable,
             },
             "children": [o.as_dict() for o in sorted(self.reconciler.outcomes.values(), key=lambda o: (o.ike, o.child, o.uniqueid))],
         }

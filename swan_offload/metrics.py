@@ -49,6 +49,7 @@ class Agent:
     notifications: int = 0
     decisions: dict[tuple[str, str], int] = field(default_factory=dict)  # (outcome mode, cause) -> times decided
     latencies: list[float] = field(default_factory=list)  # promotions since the last scrape
+    vici_unreadable: int = 0  # list-sas entries that did not parse
 
 
 @dataclass
@@ -121,6 +122,7 @@ class AgentCollector(Collector):
             yield GaugeMetricFamily(f"{PREFIX}_last_event_age_seconds", "Seconds since the last VICI child-SA event", value=max(0.0, time.time() - a.last_event), unit="seconds")
         yield CounterMetricFamily(f"{PREFIX}_reconcile_runs", "Reconcile runs (list-sas, one kernel dump, apply the difference)", value=a.reconcile_runs)
         yield CounterMetricFamily(f"{PREFIX}_drift_repaired", "Kernel objects found differing from the plan and repaired", value=a.drift_repaired)
+        yield CounterMetricFamily(f"{PREFIX}_vici_unreadable", "list-sas entries that did not parse (their IKE_SA's kernel objects were left as they were)", value=a.vici_unreadable)
         yield CounterMetricFamily(f"{PREFIX}_kernel_notifications", "XFRM notifications the agent received", value=a.notifications)
         decided = CounterMetricFamily(
             f"{PREFIX}_decisions",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -215,6 +215,76 @@ def rekeyed_children(msg: Mapping[str, Any]) -> list[tuple[ChildSA | None, Child
         old = parse_child(ike, pair["old"], where + ".old") if "old" in pair else None
         out.append((old, parse_child(ike, pair["new"], where + ".new")))
     return out
+
+
+@dataclass
+class SaList:
+    """What ``list-sas`` said: what could be read, and which IKE_SAs could not.
+
+    An IKE_SA whose entry does not parse is *unreadable*, not gone: its CHILD_SAs keep their
+    kernel objects as they are (their reqids, salvaged where possible, name its policies) until
+    an entry for it parses again. ``unnamed`` counts entries that do not even name their IKE_SA:
+    with one of those nothing may be retired at all.
+    """
+
+    children: list[ChildSA] = field(default_factory=list)
+    ikes: list[IkeSA] = field(default_factory=list)
+    # (IKE_SA name, its uniqueid if that much was readable) -> the reqids salvaged from its entry
+    unreadable: dict[tuple[str, int | None], frozenset[int]] = field(default_factory=dict)
+    unnamed: int = 0
+    errors: list[str] = field(default_factory=list)  # one line per entry, naming the field
+
+    @property
+    def complete(self) -> bool:
+        return not self.unreadable and not self.unnamed
+
+    def add(self, msg: Any) -> None:
+        """Take one ``list-sa`` event message (``{<ike-name>: {...}}``)."""
+        if not isinstance(msg, Mapping):
+            self.unnamed += 1
+            self.errors.append(f"list-sa: message is not a section ({type(msg).__name__})")
+            return
+        for name, sec in msg.items():
+            try:
+                if not isinstance(name, str) or not isinstance(sec, Mapping):
+                    raise MalformedMessage(f"ike {name!r}: expected a section")
+                ike = parse_ike(name, sec)
+                kids = [parse_child(ike, csec, f"ike {name} child {cname}") for _ike, cname, csec in _child_sections({name: sec})]
+            except MalformedMessage as e:
+                self.errors.append(str(e))
+                if isinstance(name, str):
+                    key = (name, _salvage_int(sec, "uniqueid"))
+                    self.unreadable[key] = self.unreadable.get(key, frozenset()) | salvage_reqids(sec)
+                else:
+                    self.unnamed += 1
+                continue
+            self.ikes.append(ike)
+            self.children.extend(kids)
+
+
+def _salvage_int(sec: Any, key: str) -> int | None:
+    try:
+        return int(sec[key]) if isinstance(sec, Mapping) and isinstance(sec.get(key), bytes | str) else None
+    except ValueError:
+        return None
+
+
+def salvage_reqids(sec: Any) -> frozenset[int]:
+    """Every ``reqid`` readable anywhere under an IKE_SA entry that failed to parse.
+
+    Best effort, for keeping that IKE_SA's kernel objects: its policies are recognised
+    by reqid even when the entry as a whole is not understood.
+    """
+    out: set[int] = set()
+    todo = [sec]
+    while todo:
+        x = todo.pop()
+        if isinstance(x, Mapping):
+            reqid = _salvage_int(x, "reqid")
+            if reqid is not None:
+                out.add(reqid)
+            todo.extend(x.values())
+    return frozenset(r for r in out if r > 0)
 
 
 def ikes_of(msg: Mapping[str, Any]) -> list[IkeSA]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .config import Config, Rule
-from .model import ChildSA
+from .model import ChildSA, IkeSA
 from .xfrm import constants as c
 from .xfrm.objects import LifetimeCur, Offload, PolicyId, Selector, XfrmPolicy, XfrmState
 
@@ -63,6 +63,19 @@ class KernelView:
 
     def state(self, daddr: str, spi: int) -> XfrmState | None:
         return self.states.get((daddr, spi, c.IPPROTO_ESP))
+
+
+@dataclass(frozen=True)
+class Frozen:
+    """Kernel objects of IKE_SAs whose list-sas entry did not parse: left exactly as they are.
+
+    Policies are recognised by reqid; ``everything`` (an entry that did not even name its
+    IKE_SA) leaves every agent policy in place.
+    """
+
+    reqids: frozenset[int] = frozenset()
+    everything: bool = False
+    active: bool = False  # some entry was unreadable: bypasses in place stay too
 
 
 @dataclass(frozen=True)
@@ -282,18 +295,36 @@ def plan_child(child: ChildSA, cfg: Config, view: KernelView, clash: str | None)
     return replace(base, target=PACKET, policies=tuple(hws))
 
 
-def _bypasses(cfg: Config, plans: list[ChildPlan]) -> tuple[XfrmPolicy, ...]:
-    """IKE bypass policies on each device carrying packet offload, above every IPsec policy."""
-    need: set[tuple[Device, int]] = set()
+def _bypasses(cfg: Config, plans: list[ChildPlan], ikes: list[IkeSA], view: KernelView) -> tuple[XfrmPolicy, ...]:
+    """IKE bypass policies for the gateway's own IKE traffic on each device carrying packet offload.
+
+    The device's policy table sees IKE packets that charon's per-socket bypass let out, so they
+    need bypasses there, above every IPsec policy. Each names a local IKE address and port:
+    a bypass of ports alone would also pass a protected host's UDP from or to port 500/4500 in
+    clear, out of the tunnel and into it, above every tunnel policy.
+    """
+    devices = {p.device for p in plans if p.target == PACKET and p.device}
+    on: set[tuple[Device, str]] = set()
+    ports: dict[str, set[int]] = defaultdict(lambda: set(cfg.ike_ports))
     for p in plans:
         if p.target == PACKET and p.device:
-            need.add((p.device, socket.AF_INET6 if ":" in p.child.local_host else socket.AF_INET))
+            on.add((p.device, p.child.local_host))
+            ports[p.child.local_host].add(p.child.local_port)
+    for addr, port in [(i.local_host, i.local_port) for i in ikes] + [(a, 0) for a in cfg.ike_addresses]:
+        dev = view.addresses.get(addr)
+        if dev in devices:
+            assert dev is not None
+            on.add((dev, addr))
+            ports[addr].add(port)
     out = []
-    for dev, fam in sorted(need, key=lambda x: (x[0].ifindex, x[1])):
-        any_addr = "::" if fam == socket.AF_INET6 else "0.0.0.0"
-        for port in cfg.ike_ports:
-            for d, kw in ((c.XFRM_POLICY_OUT, {"sport": port, "sport_mask": 0xFFFF}), (c.XFRM_POLICY_IN, {"dport": port, "dport_mask": 0xFFFF})):
-                sel = Selector(fam, any_addr, any_addr, 0, 0, proto=c.IPPROTO_UDP, ifindex=dev.ifindex, user=AGENT_TAG, **kw)
+    for dev, addr in sorted(on, key=lambda x: (x[0].ifindex, x[1])):
+        fam, plen, any_addr = (socket.AF_INET6, 128, "::") if ":" in addr else (socket.AF_INET, 32, "0.0.0.0")
+        for port in sorted(ports[addr] - {0}):
+            for sel in (
+                Selector(fam, any_addr, addr, 0, plen, proto=c.IPPROTO_UDP, sport=port, sport_mask=0xFFFF, ifindex=dev.ifindex, user=AGENT_TAG),
+                Selector(fam, addr, any_addr, plen, 0, proto=c.IPPROTO_UDP, dport=port, dport_mask=0xFFFF, ifindex=dev.ifindex, user=AGENT_TAG),
+            ):
+                d = c.XFRM_POLICY_OUT if sel.sport_mask else c.XFRM_POLICY_IN
                 out.append(XfrmPolicy(sel, d, cfg.bypass_priority, offload=Offload(dev.ifindex, c.XFRM_OFFLOAD_PACKET)))
     return tuple(out)
 
@@ -308,7 +339,10 @@ def policy_content(p: XfrmPolicy) -> tuple[Any, ...]:
     return (p.priority, p.action, p.templates)
 
 
-def plan(children: list[ChildSA], cfg: Config, view: KernelView) -> Plan:
+def plan(children: list[ChildSA], cfg: Config, view: KernelView, ikes: list[IkeSA] | None = None, frozen: Frozen | None = None) -> Plan:
+    """``ikes``: charon's IKE_SAs (bypasses for their local addresses; children name theirs too);
+    ``frozen``: objects of IKE_SAs that list-sas could not make readable, never stale."""
+    frozen = frozen or Frozen()
     clashes = reqid_clashes(children)
     plans = [plan_child(ch, cfg, view, clashes.get(ch.key)) for ch in children]
     # second pass: a packet twin must not hide a software policy charon prefers
@@ -321,14 +355,19 @@ def plan(children: list[ChildSA], cfg: Config, view: KernelView) -> Plan:
             if q is not None:
                 plans[i] = p.fallback(f"offloading would hide {q.describe()}, which charon ranks above this CHILD_SA", SHADOWED)
                 break
-    bypasses = _bypasses(cfg, plans)
+    bypasses = _bypasses(cfg, plans, ikes or [], view)
     wanted = {policy_key(x) for x in bypasses} | {policy_key(x) for p in plans for x in p.policies}
-    # policies of children still pending or kept are not stale: they may still be needed
-    keep_reqids = {p.child.reqid for p in plans if p.target in (PENDING,)}
+    # policies of children still pending are not stale: they may still be needed; nor are those
+    # of IKE_SAs list-sas did not make readable, nor (then) the bypasses their IKE traffic may need
+    keep_reqids = {p.child.reqid for p in plans if p.target in (PENDING,)} | frozen.reqids
     stale = tuple(
         p
         for p in view.policies
-        if is_agent_policy(p) and policy_key(p) not in wanted and not any(t.reqid in keep_reqids for t in p.templates)
+        if is_agent_policy(p)
+        and policy_key(p) not in wanted
+        and not any(t.reqid in keep_reqids for t in p.templates)
+        and not frozen.everything
+        and not (frozen.active and not p.templates)
     )
     probes = tuple(s for s in view.states.values() if is_probe_state(s))
     return Plan(tuple(plans), bypasses, stale, probes)

@@ -21,7 +21,7 @@ from . import planner as pl
 from .backend import AddPolicy, AddState, Backend, DelPolicy, DelState, Op, random_spi
 from .capability import KernelCaps
 from .config import Config
-from .model import ChildSA
+from .model import ChildSA, SaList
 from .xfrm import constants as c
 from .xfrm.netlink import XfrmError
 from .xfrm.objects import Algo, LifetimeCur, Secret, XfrmPolicy, XfrmState
@@ -46,6 +46,7 @@ class Outcome:
     cause: str = ""  # the reason's class (planner.CAUSES): bounded, for metric labels
     since: float = field(default_factory=time.time)
     installed: float = 0.0  # wall clock when charon installed it (0: unknown)
+    ike_uniqueid: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -139,20 +140,45 @@ class Reconciler:
             refused_children=dict(self.refused),
         )
 
-    def plan(self, children: list[ChildSA]) -> pl.Plan:
-        return pl.plan(children, self.cfg, self.view())
+    def plan(self, sas: SaList | list[ChildSA]) -> pl.Plan:
+        sas = sas if isinstance(sas, SaList) else SaList(list(sas))
+        return pl.plan(sas.children, self.cfg, self.view(), sas.ikes, self._frozen(sas)[0])
+
+    def _frozen(self, sas: SaList) -> tuple[pl.Frozen, set[tuple[str, int]]]:
+        """What of an unreadable list-sas entry stays as it is: policies by reqid, and the
+        CHILD_SAs last seen under that IKE_SA (not retired, copies kept)."""
+        if sas.complete:
+            return pl.Frozen(), set()
+        keys: set[tuple[str, int]] = set()
+        reqids: set[int] = set()
+        for (name, ike_id), salvaged in sas.unreadable.items():
+            reqids |= salvaged
+            for k, o in self.outcomes.items():
+                if o.ike == name and ike_id in (None, o.ike_uniqueid):
+                    keys.add(k)
+                    reqids.add(o.reqid)
+        if sas.unnamed:
+            keys = set(self.outcomes)
+        return pl.Frozen(frozenset(reqids), everything=bool(sas.unnamed), active=True), keys
 
     # ------------------------------------------------------------ applying
 
-    def reconcile(self, children: list[ChildSA]) -> pl.Plan:
-        """Bring the kernel to the plan for ``children``; returns the plan that was applied."""
+    def reconcile(self, sas: SaList | list[ChildSA]) -> pl.Plan:
+        """Bring the kernel to the plan for charon's SAs; returns the plan that was applied.
+
+        A list-sas entry that did not parse changes nothing of its IKE_SA: only a CHILD_SA
+        that a readable entry no longer lists is retired.
+        """
+        sas = sas if isinstance(sas, SaList) else SaList(list(sas))
+        children = sas.children
+        frozen, kept = self._frozen(sas)
         self.runs += 1
         view = self.view()  # the one dump of this run; self._have follows every change after it
         self._note_devices(view)
         if self._restore(children, view):
             view = self.view()
         self._have = {pl.policy_key(p): p for p in view.policies}
-        plan = pl.plan(children, self.cfg, view)
+        plan = pl.plan(children, self.cfg, view, sas.ikes, frozen)
         if plan.stale_states:
             probes = [DelState(s.id, "remove leftover " + s.describe()) for s in plan.stale_states]
             self._log_errors(self.backend.apply(probes), "remove leftover probe state")
@@ -160,7 +186,7 @@ class Reconciler:
             self.drift_repaired += len(probes)
         if self._ensure_bypasses(plan):
             # a device refused: its children go to their fallbacks
-            plan = pl.plan(children, self.cfg, replace(view, refusing_devices=dict(self.refusing)))
+            plan = pl.plan(children, self.cfg, replace(view, refusing_devices=dict(self.refusing)), sas.ikes, frozen)
         for cp in plan.children:
             self._apply_child(cp, plan)
         planned = {cp.child.reqid for cp in plan.children if cp.target != pl.PENDING}
@@ -175,7 +201,7 @@ class Reconciler:
             log.info("retired %s", p.what.removeprefix("remove "))
         self.drift_repaired += len(stale)
         self._hold(plan)
-        live = {cp.child.key for cp in plan.children}
+        live = {cp.child.key for cp in plan.children} | kept
         for k in [k for k, h in self.held.items() if h.child not in live]:
             del self.held[k]
         for gone in [o for key, o in self.outcomes.items() if key not in live]:
@@ -344,7 +370,7 @@ class Reconciler:
             return
         now = time.time()
         installed = now - ch.install_time if ch.install_time else 0.0
-        self.outcomes[ch.key] = Outcome(ch.label, ch.ike_name, ch.name, ch.uniqueid, ch.reqid, ch.spi_in, ch.spi_out, mode, dev, reason, cp.cause, now, installed)
+        self.outcomes[ch.key] = Outcome(ch.label, ch.ike_name, ch.name, ch.uniqueid, ch.reqid, ch.spi_in, ch.spi_out, mode, dev, reason, cp.cause, now, installed, ch.ike_uniqueid)
         if mode != pl.PENDING:
             self.decisions[mode, cp.cause] += 1
         promoted = mode in (pl.PACKET, pl.CRYPTO) and (prev is None or prev.mode not in (pl.PACKET, pl.CRYPTO))

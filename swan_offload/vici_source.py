@@ -13,13 +13,12 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import vici
 import vici.exception
 
-from .model import ChildSA, MalformedMessage, children_of
+from .model import ChildSA, SaList
 
 log = logging.getLogger("swan_offload.vici")
 
@@ -54,19 +53,21 @@ def version(path: str) -> dict[str, str]:
         _close(sess)
 
 
-def list_children(path: str, on_error: Callable[[str], None] | None = None) -> list[ChildSA]:
-    """Every CHILD_SA charon holds. A malformed IKE_SA entry is reported and skipped, not fatal."""
+def list_sas(path: str) -> SaList:
+    """Every IKE_SA and CHILD_SA charon holds; entries that do not parse are named, not dropped."""
     sess = _connect(path)
-    out: list[ChildSA] = []
+    out = SaList()
     try:
-        for ike in sess.list_sas():
-            try:
-                out.extend(children_of(ike))
-            except MalformedMessage as e:
-                (on_error or log.error)(f"list-sas: {e}")
+        for msg in sess.list_sas():
+            out.add(msg)
     finally:
         _close(sess)
     return out
+
+
+def list_children(path: str) -> list[ChildSA]:
+    """The CHILD_SAs of every IKE_SA entry that parses (for reports; the daemon uses list_sas)."""
+    return list_sas(path).children
 
 
 def rekey_child(path: str, uniqueid: int) -> None:

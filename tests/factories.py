@@ -17,7 +17,7 @@ ETH = Device(2, "eth0")
 def child(name="net", uniqueid=1, reqid=1, spi_in=0xC0000001, spi_out=0xC1000001, lts=("10.1.0.0/24",),
           rts=("10.2.0.0/24",), local="192.0.2.1", remote="192.0.2.2", ike="gw", **kw) -> ChildSA:
     return ChildSA(
-        ike_name=ike, ike_uniqueid=1, name=name, uniqueid=uniqueid, reqid=reqid, state="INSTALLED",
+        ike_name=ike, ike_uniqueid=kw.pop("ike_uniqueid", 1), name=name, uniqueid=uniqueid, reqid=reqid, state="INSTALLED",
         mode=kw.pop("mode", "TUNNEL"), protocol=kw.pop("protocol", "ESP"), encap=kw.pop("encap", False),
         spi_in=spi_in, spi_out=spi_out, local_host=local, remote_host=remote, local_port=500, remote_port=500,
         local_ts=tuple(TrafficSelector(t) for t in lts), remote_ts=tuple(TrafficSelector(t) for t in rts), **kw,

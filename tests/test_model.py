@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from swan_offload.model import MalformedMessage, children_of, ikes_of, rekeyed_children
+from swan_offload.model import MalformedMessage, SaList, children_of, ikes_of, rekeyed_children
 
 EVENTS = json.loads((Path(__file__).parent / "data" / "charon-5.9.8-events.json").read_text())
 
@@ -54,3 +54,41 @@ def test_malformed_child_names_the_field(mutate, needle):
     mutate(next(iter(ike["child-sas"].values())))
     with pytest.raises(MalformedMessage, match=needle):
         children_of(msg)
+
+
+def _list_sa_with_children():
+    return json.loads(json.dumps(next(m for m in by_event("list-sa") if any(v.get("child-sas") for v in m.values()))))
+
+
+@pytest.mark.parametrize(
+    "mutate,needle",
+    [
+        (lambda ike: next(iter(ike["child-sas"].values())).update({"spi-in": "zz"}), "spi-in: not a number"),
+        (lambda ike: ike.update({"local-host": "gateway-a"}), "local-host: not an IP address"),
+        (lambda ike: ike.update({"child-sas": ["x"]}), "child-sas: expected a section"),
+    ],
+)
+def test_an_unreadable_ike_entry_is_named_with_its_reqids_not_dropped(mutate, needle):
+    """list-sas: an entry that does not parse is unreadable (kept as it is), never absent."""
+    good, bad = _list_sa_with_children(), _list_sa_with_children()
+    (name,) = bad
+    reqids = {int(c["reqid"]) for c in bad[name]["child-sas"].values()}
+    mutate(bad[name])
+    sas = SaList()
+    sas.add(good)
+    sas.add({"other": {"uniqueid": "9", "local-host": "192.0.2.1", "remote-host": "192.0.2.7"}})  # readable, no children
+    sas.add(bad)
+    assert [e for e in sas.errors if needle in e] == sas.errors and len(sas.errors) == 1, sas.errors
+    assert not sas.complete and sas.unnamed == 0
+    (key,) = sas.unreadable
+    assert key == (name, int(bad[name]["uniqueid"]))
+    if isinstance(bad[name]["child-sas"], dict):
+        assert sas.unreadable[key] == reqids
+    assert len(sas.children) == len(children_of(good)) and len(sas.ikes) == 2
+
+
+def test_an_entry_that_names_no_ike_sa_freezes_everything():
+    sas = SaList()
+    sas.add(["not", "a", "section"])
+    sas.add({"x": "not a section"})
+    assert sas.unnamed == 1 and ("x", None) in sas.unreadable and len(sas.errors) == 2 and not sas.complete

@@ -9,6 +9,7 @@ from factories import ETH, charon_objects, child, view_for
 
 from swan_offload import config
 from swan_offload import planner as pl
+from swan_offload.model import IkeSA
 from swan_offload.xfrm import constants as c
 from swan_offload.xfrm import objects as o
 
@@ -183,7 +184,7 @@ def test_bypasses_per_device_and_family_above_ipsec():
     b = child(name="v6", reqid=2, spi_in=7, spi_out=8, local="2001:db8::1", remote="2001:db8::2", lts=("fd00:1::/64",), rts=("fd00:2::/64",))
     view = view_for([a, b])
     p = pl.plan([a, b], CFG, view)
-    assert len(p.bypasses) == 2 * 2 * 2  # families x ports x directions
+    assert len(p.bypasses) == 2 * 2 * 2  # addresses (one per family) x ports x directions
     top = min(x.priority for cp in p.children for x in cp.policies)
     for bp in p.bypasses:
         assert bp.priority < top and bp.sel.proto == c.IPPROTO_UDP and not bp.templates
@@ -191,6 +192,65 @@ def test_bypasses_per_device_and_family_above_ipsec():
         assert bp.offload == o.Offload(ETH.ifindex, c.XFRM_OFFLOAD_PACKET)
         port = bp.sel.sport if bp.dir == c.XFRM_POLICY_OUT else bp.sel.dport
         assert port in (500, 4500)
+
+
+def _udp(src: str, dst: str, sport: int = 0, dport: int = 0) -> o.Selector:
+    """The selector of one UDP packet."""
+    fam, plen = (10, 128) if ":" in src else (2, 32)
+    return o.Selector(fam, dst, src, plen, plen, proto=c.IPPROTO_UDP, sport=sport, sport_mask=0xFFFF if sport else 0,
+                      dport=dport, dport_mask=0xFFFF if dport else 0)
+
+
+@pytest.mark.parametrize("port", [500, 4500])
+def test_bypasses_cover_the_gateways_own_ike_traffic_only(port):
+    """A protected host's UDP from or to port 500/4500 is tunnel traffic, never bypassed."""
+    a = child()
+    b = child(name="v6", reqid=2, spi_in=7, spi_out=8, local="2001:db8::1", remote="2001:db8::2", lts=("fd00:1::/64",), rts=("fd00:2::/64",))
+    p = pl.plan([a, b], CFG, view_for([a, b]))
+    out = [bp.sel for bp in p.bypasses if bp.dir == c.XFRM_POLICY_OUT]
+    inn = [bp.sel for bp in p.bypasses if bp.dir == c.XFRM_POLICY_IN]
+    # charon's own IKE packets, both families, both ways
+    for local, peer in (("192.0.2.1", "192.0.2.2"), ("2001:db8::1", "2001:db8::2")):
+        assert any(s.overlaps(_udp(local, peer, sport=port, dport=port)) for s in out), (local, port)
+        assert any(s.overlaps(_udp(peer, local, sport=61000, dport=port)) for s in inn), (local, port)
+    # a protected host's own IKE or NAT-T traffic through the tunnel, and a clear datagram from
+    # the remote subnet to a gateway address inside the local one
+    for src, dst, sp, dp in (("10.1.0.2", "10.2.0.2", port, 7000), ("10.1.0.2", "10.2.0.2", 7000, port),
+                             ("fd00:1::2", "fd00:2::2", port, port)):
+        assert not any(s.overlaps(_udp(src, dst, sp, dp)) for s in out), (src, dst, sp, dp)
+    for src, dst in (("10.2.0.2", "10.1.0.1"), ("10.2.0.2", "10.1.0.2"), ("fd00:2::2", "fd00:1::1")):
+        assert not any(s.overlaps(_udp(src, dst, sport=port, dport=port)) for s in inn), (src, dst)
+
+
+def test_bypass_ports_and_addresses_charon_reports_and_the_config_adds():
+    """A custom charon port shows up as an IKE_SA's local port; agent.ike_addresses adds
+    addresses no IKE_SA uses yet, on a device that carries packet offload (only there)."""
+    a = child()
+    view = view_for([a])
+    other = pl.Device(3, "eth1")
+    view.addresses.update({"192.0.2.9": ETH, "198.51.100.1": other})
+    ike = IkeSA("hub", 7, "ESTABLISHED", "192.0.2.1", 4510, "203.0.113.5", 61234)
+    cfg = dataclasses.replace(CFG, ike_addresses=("192.0.2.9", "198.51.100.1"))
+    p = pl.plan([a], cfg, view, [ike])
+    got = {(bp.dir, bp.sel.saddr if bp.dir == c.XFRM_POLICY_OUT else bp.sel.daddr, bp.sel.sport or bp.sel.dport) for bp in p.bypasses}
+    want = {(d, addr, port) for d in (c.XFRM_POLICY_OUT, c.XFRM_POLICY_IN) for addr in ("192.0.2.1", "192.0.2.9") for port in (500, 4500)}
+    assert got == want | {(c.XFRM_POLICY_OUT, "192.0.2.1", 4510), (c.XFRM_POLICY_IN, "192.0.2.1", 4510)}
+    assert {bp.sel.ifindex for bp in p.bypasses} == {ETH.ifindex}
+
+
+def test_frozen_ike_sas_keep_their_policies_and_the_bypasses():
+    """Objects of an IKE_SA list-sas could not make readable are never stale; a parsed, absent one's are."""
+    a, b = child(), child(name="b", uniqueid=2, reqid=2, spi_in=5, spi_out=6, rts=("10.9.0.0/24",))
+    p, view = plan_one(a)
+    pb = pl.plan([b], CFG, view_for([b]))
+    installed = list(p.children[0].policies) + list(pb.children[0].policies) + list(p.bypasses)
+    kernel = pl.KernelView.build([], installed, addresses=view.addresses, devices=view.devices)
+    stale = {t.reqid for x in pl.plan([], CFG, kernel, frozen=pl.Frozen(frozenset({2}), active=True)).stale_policies for t in x.templates}
+    assert stale == {1}  # b's are kept; bypasses too (no templates: not in the set, checked next)
+    kept = pl.plan([], CFG, kernel, frozen=pl.Frozen(frozenset({2}), active=True)).stale_policies
+    assert all(x.templates for x in kept)
+    assert pl.plan([], CFG, kernel, frozen=pl.Frozen(everything=True, active=True)).stale_policies == ()
+    assert len(pl.plan([], CFG, kernel).stale_policies) == len(installed)
 
 
 def test_stale_agent_policies_when_child_is_gone():

@@ -497,3 +497,52 @@ def test_a_rekey_offloaded_on_arrival_ends_its_latency_there():
     r.reconcile([ch, new])
     (lat,) = r.latencies
     assert lat < 0.3 and r.followed == {}
+
+
+def test_an_unreadable_ike_entry_leaves_its_children_exactly_as_they_are():
+    """A list-sas entry that does not parse is not an absent IKE_SA: its offloaded policies,
+    states, held copies and status stay; a parsed entry's absent CHILD_SA is retired."""
+    from factories import vici_ike
+
+    from swan_offload.model import SaList
+
+    a = child()
+    b = child(name="b", ike="gw2", ike_uniqueid=2, uniqueid=2, reqid=2, spi_in=0xC0000002, spi_out=0xC1000002, rts=("10.9.0.0/24",))
+    k = kernel_with([a, b])
+    r = Reconciler(k, config.Config(), CAPS)
+    r.reconcile([a, b])
+    assert {r.outcomes[x.key].mode for x in (a, b)} == {"packet"}
+
+    def agent(reqid):
+        return sorted(map(pl.policy_key, (p for p in k.policies.values() if pl.is_agent_policy(p) and any(t.reqid == reqid for t in p.templates))), key=repr)
+
+    before_b, bypasses = agent(2), [p for p in k.policies.values() if pl.is_agent_policy(p) and not p.templates]
+    states_b = {key: s for key, s in k.states.items() if s.reqid == 2}
+    broken = vici_ike("gw2", [(b, "INSTALLED")], uniqueid=2)
+    broken["gw2"]["child-sas"]["b-2"]["spi-out"] = "not hex"
+    sas = SaList()
+    sas.add(vici_ike("gw", []))  # gw parses: its child a is gone (charon deleted it)
+    sas.add(broken)
+    assert sas.unreadable == {("gw2", 2): frozenset({2})}
+    n = len(k.batches)
+    r.reconcile(sas)
+    assert a.key not in r.outcomes and agent(1) == []  # parsed and absent: retired
+    assert r.outcomes[b.key].mode == "packet" and agent(2) == before_b  # unreadable: as it was
+    assert {key: s for key, s in k.states.items() if s.reqid == 2} == states_b
+    assert all(pl.policy_key(p) in map(pl.policy_key, k.policies.values()) for p in bypasses)
+    assert any(h.child == b.key for h in r.held.values())
+    assert not [op for batch in k.batches[n:] for op in batch if getattr(op, "state", None) is not None or "reqid 2" in str(op)]
+    # even its reqid unreadable: the outcome names the policies
+    sas = SaList()
+    sas.add({"gw2": {"uniqueid": "2", "local-host": "nowhere"}})
+    assert sas.unreadable == {("gw2", 2): frozenset()}
+    r.reconcile(sas)
+    assert agent(2) == before_b and r.outcomes[b.key].mode == "packet"
+    # read again: nothing to do; then absent: retired, bypasses with it
+    n = len(k.batches)
+    sas = SaList()
+    sas.add(vici_ike("gw2", [(b, "INSTALLED")], uniqueid=2))
+    r.reconcile(sas)
+    assert not [op for batch in k.batches[n:] for op in batch]
+    r.reconcile(SaList())
+    assert b.key not in r.outcomes and not [p for p in k.policies.values() if pl.is_agent_policy(p)]
