@@ -33,6 +33,10 @@ OFF, NATIVE, PENDING = "off", "native", "pending"
 CONFIGURED, WAITING, CHARON_OFFLOADS = "configured", "pending", "native"
 KERNEL, NO_DEVICE, DEVICE_DOWN, DEVICE_REFUSED = "kernel", "no_device", "device_down", "device_refused"
 REQID, SA_UNSUPPORTED, NO_POLICIES, PRIORITY, SHADOWED = "reqid", "sa_unsupported", "no_policies", "priority", "shadowed"
+# Kernel 6.12 (xfrm_bundle_create) builds a packet-offloaded tunnel's outer header in the inner
+# family, so every packet fails (XfrmOutBundleGenError); mlx5 takes the inner ethertype on
+# receive from the outer family. strongSwan's SAs carry no selector family to help either.
+CROSS_FAMILY_WHY = "the kernel builds the outer header in the inner family (XfrmOutBundleGenError) and the device decapsulates by the outer one"
 CAUSES = ("", CONFIGURED, WAITING, CHARON_OFFLOADS, KERNEL, NO_DEVICE, DEVICE_DOWN, DEVICE_REFUSED, REQID, SA_UNSUPPORTED, NO_POLICIES, PRIORITY, SHADOWED)
 
 
@@ -242,6 +246,15 @@ def _device_for(child: ChildSA, rule: Rule, view: KernelView) -> tuple[Device | 
     return dev, "" if dev else f"no device owns the local address {child.local_host}"
 
 
+def cross_family(child: ChildSA) -> str:
+    """'IPv6 in IPv4' for a tunnel carrying traffic of the other family; '' otherwise."""
+    outer = 6 if ":" in child.local_host else 4
+    inner = {ts.family for ts in (*child.local_ts, *child.remote_ts)} - {outer}
+    if child.mode != "TUNNEL" or not inner:
+        return ""
+    return f"IPv{inner.pop()} in IPv{outer}"
+
+
 def plan_child(child: ChildSA, cfg: Config, view: KernelView, clash: str | None) -> ChildPlan:
     """First pass for one child: its target before looking at policy overlaps."""
     rule = cfg.rule_for(child.ike_name, child.name)
@@ -279,6 +292,7 @@ def plan_child(child: ChildSA, cfg: Config, view: KernelView, clash: str | None)
         (clash is not None, clash or "", REQID),
         (out.tfcpad or inn.tfcpad, "TFC padding can't be offloaded", SA_UNSUPPORTED),
         (out.sec_ctx is not None or inn.sec_ctx is not None, "security context can't be offloaded", SA_UNSUPPORTED),
+        (bool(cross_family(child)), f"{cross_family(child)} tunnel can't be carried in packet offload: {CROSS_FAMILY_WHY}", SA_UNSUPPORTED),
     ):
         if bad:
             return base.fallback(text, cause)
@@ -295,31 +309,27 @@ def plan_child(child: ChildSA, cfg: Config, view: KernelView, clash: str | None)
     return replace(base, target=PACKET, policies=tuple(hws))
 
 
-def _bypasses(cfg: Config, plans: list[ChildPlan], ikes: list[IkeSA], view: KernelView) -> tuple[XfrmPolicy, ...]:
+def _bypasses(cfg: Config, plans: list[ChildPlan], ikes: list[IkeSA], view: KernelView, ports_seen: frozenset[int]) -> tuple[XfrmPolicy, ...]:
     """IKE bypass policies for the gateway's own IKE traffic on each device carrying packet offload.
 
     The device's policy table sees IKE packets that charon's per-socket bypass let out, so they
     need bypasses there, above every IPsec policy. Each names a local IKE address and port:
     a bypass of ports alone would also pass a protected host's UDP from or to port 500/4500 in
-    clear, out of the tunnel and into it, above every tunnel policy.
+    clear, out of the tunnel and into it, above every tunnel policy. charon binds its ports on
+    every address, so each port it was seen using (``ports_seen``, kept by the caller: an
+    IKE_SA that floats to the NAT-T port leaves its first one in use) covers every address.
     """
     devices = {p.device for p in plans if p.target == PACKET and p.device}
-    on: set[tuple[Device, str]] = set()
-    ports: dict[str, set[int]] = defaultdict(lambda: set(cfg.ike_ports))
-    for p in plans:
-        if p.target == PACKET and p.device:
-            on.add((p.device, p.child.local_host))
-            ports[p.child.local_host].add(p.child.local_port)
-    for addr, port in [(i.local_host, i.local_port) for i in ikes] + [(a, 0) for a in cfg.ike_addresses]:
+    on: set[tuple[Device, str]] = {(p.device, p.child.local_host) for p in plans if p.target == PACKET and p.device}
+    for addr in [i.local_host for i in ikes] + list(cfg.ike_addresses):
         dev = view.addresses.get(addr)
-        if dev in devices:
-            assert dev is not None
+        if dev is not None and dev in devices:
             on.add((dev, addr))
-            ports[addr].add(port)
+    ports = sorted(ike_ports(cfg, plans, ikes) | ports_seen)
     out = []
     for dev, addr in sorted(on, key=lambda x: (x[0].ifindex, x[1])):
         fam, plen, any_addr = (socket.AF_INET6, 128, "::") if ":" in addr else (socket.AF_INET, 32, "0.0.0.0")
-        for port in sorted(ports[addr] - {0}):
+        for port in ports:
             for sel in (
                 Selector(fam, any_addr, addr, 0, plen, proto=c.IPPROTO_UDP, sport=port, sport_mask=0xFFFF, ifindex=dev.ifindex, user=AGENT_TAG),
                 Selector(fam, addr, any_addr, plen, 0, proto=c.IPPROTO_UDP, dport=port, dport_mask=0xFFFF, ifindex=dev.ifindex, user=AGENT_TAG),
@@ -327,6 +337,12 @@ def _bypasses(cfg: Config, plans: list[ChildPlan], ikes: list[IkeSA], view: Kern
                 d = c.XFRM_POLICY_OUT if sel.sport_mask else c.XFRM_POLICY_IN
                 out.append(XfrmPolicy(sel, d, cfg.bypass_priority, offload=Offload(dev.ifindex, c.XFRM_OFFLOAD_PACKET)))
     return tuple(out)
+
+
+def ike_ports(cfg: Config, plans: list[ChildPlan], ikes: list[IkeSA]) -> frozenset[int]:
+    """charon's IKE ports: the configured ones and every local port an IKE_SA reports."""
+    seen = {i.local_port for i in ikes} | {p.child.local_port for p in plans}
+    return frozenset(set(cfg.ike_ports) | seen) - {0}
 
 
 def policy_key(p: XfrmPolicy | PolicyId) -> tuple[Any, ...]:
@@ -339,9 +355,13 @@ def policy_content(p: XfrmPolicy) -> tuple[Any, ...]:
     return (p.priority, p.action, p.templates)
 
 
-def plan(children: list[ChildSA], cfg: Config, view: KernelView, ikes: list[IkeSA] | None = None, frozen: Frozen | None = None) -> Plan:
+def plan(
+    children: list[ChildSA], cfg: Config, view: KernelView, ikes: list[IkeSA] | None = None,
+    frozen: Frozen | None = None, ports_seen: frozenset[int] = frozenset(),
+) -> Plan:
     """``ikes``: charon's IKE_SAs (bypasses for their local addresses; children name theirs too);
-    ``frozen``: objects of IKE_SAs that list-sas could not make readable, never stale."""
+    ``frozen``: objects of IKE_SAs that list-sas could not make readable, never stale;
+    ``ports_seen``: IKE ports charon was seen using before (see _bypasses)."""
     frozen = frozen or Frozen()
     clashes = reqid_clashes(children)
     plans = [plan_child(ch, cfg, view, clashes.get(ch.key)) for ch in children]
@@ -355,7 +375,7 @@ def plan(children: list[ChildSA], cfg: Config, view: KernelView, ikes: list[IkeS
             if q is not None:
                 plans[i] = p.fallback(f"offloading would hide {q.describe()}, which charon ranks above this CHILD_SA", SHADOWED)
                 break
-    bypasses = _bypasses(cfg, plans, ikes or [], view)
+    bypasses = _bypasses(cfg, plans, ikes or [], view, ports_seen)
     wanted = {policy_key(x) for x in bypasses} | {policy_key(x) for p in plans for x in p.policies}
     # policies of children still pending are not stale: they may still be needed; nor are those
     # of IKE_SAs list-sas did not make readable, nor (then) the bypasses their IKE traffic may need

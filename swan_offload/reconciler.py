@@ -123,6 +123,7 @@ class Reconciler:
         self.losses: dict[int, int] = {}  # ifindex -> times seen going down
         self.down: set[int] = set()
         self.restored: dict[tuple[str, int], ChildSA] = {}  # put back in software, not yet rekeyed
+        self.ike_ports: frozenset[int] = frozenset()  # every IKE port charon was seen using
 
     # ------------------------------------------------------------ reading
 
@@ -142,7 +143,7 @@ class Reconciler:
 
     def plan(self, sas: SaList | list[ChildSA]) -> pl.Plan:
         sas = sas if isinstance(sas, SaList) else SaList(list(sas))
-        return pl.plan(sas.children, self.cfg, self.view(), sas.ikes, self._frozen(sas)[0])
+        return pl.plan(sas.children, self.cfg, self.view(), sas.ikes, self._frozen(sas)[0], self.ike_ports)
 
     def _frozen(self, sas: SaList) -> tuple[pl.Frozen, set[tuple[str, int]]]:
         """What of an unreadable list-sas entry stays as it is: policies by reqid, and the
@@ -178,7 +179,8 @@ class Reconciler:
         if self._restore(children, view):
             view = self.view()
         self._have = {pl.policy_key(p): p for p in view.policies}
-        plan = pl.plan(children, self.cfg, view, sas.ikes, frozen)
+        self.ike_ports |= {i.local_port for i in sas.ikes} | {ch.local_port for ch in children}
+        plan = pl.plan(children, self.cfg, view, sas.ikes, frozen, self.ike_ports)
         if plan.stale_states:
             probes = [DelState(s.id, "remove leftover " + s.describe()) for s in plan.stale_states]
             self._log_errors(self.backend.apply(probes), "remove leftover probe state")
@@ -186,7 +188,7 @@ class Reconciler:
             self.drift_repaired += len(probes)
         if self._ensure_bypasses(plan):
             # a device refused: its children go to their fallbacks
-            plan = pl.plan(children, self.cfg, replace(view, refusing_devices=dict(self.refusing)), sas.ikes, frozen)
+            plan = pl.plan(children, self.cfg, replace(view, refusing_devices=dict(self.refusing)), sas.ikes, frozen, self.ike_ports)
         for cp in plan.children:
             self._apply_child(cp, plan)
         planned = {cp.child.reqid for cp in plan.children if cp.target != pl.PENDING}

@@ -223,19 +223,35 @@ def test_bypasses_cover_the_gateways_own_ike_traffic_only(port):
 
 
 def test_bypass_ports_and_addresses_charon_reports_and_the_config_adds():
-    """A custom charon port shows up as an IKE_SA's local port; agent.ike_addresses adds
-    addresses no IKE_SA uses yet, on a device that carries packet offload (only there)."""
+    """A custom charon port shows up as an IKE_SA's local port (charon binds it on every
+    address); agent.ike_addresses adds addresses no IKE_SA uses yet, on a device that carries
+    packet offload (only there); a port seen before stays (an IKE_SA that floated to the NAT-T
+    port leaves charon answering on its first one)."""
     a = child()
     view = view_for([a])
     other = pl.Device(3, "eth1")
     view.addresses.update({"192.0.2.9": ETH, "198.51.100.1": other})
     ike = IkeSA("hub", 7, "ESTABLISHED", "192.0.2.1", 4510, "203.0.113.5", 61234)
     cfg = dataclasses.replace(CFG, ike_addresses=("192.0.2.9", "198.51.100.1"))
-    p = pl.plan([a], cfg, view, [ike])
+    p = pl.plan([a], cfg, view, [ike], ports_seen=frozenset({5500}))
     got = {(bp.dir, bp.sel.saddr if bp.dir == c.XFRM_POLICY_OUT else bp.sel.daddr, bp.sel.sport or bp.sel.dport) for bp in p.bypasses}
-    want = {(d, addr, port) for d in (c.XFRM_POLICY_OUT, c.XFRM_POLICY_IN) for addr in ("192.0.2.1", "192.0.2.9") for port in (500, 4500)}
-    assert got == want | {(c.XFRM_POLICY_OUT, "192.0.2.1", 4510), (c.XFRM_POLICY_IN, "192.0.2.1", 4510)}
+    want = {(d, addr, port) for d in (c.XFRM_POLICY_OUT, c.XFRM_POLICY_IN) for addr in ("192.0.2.1", "192.0.2.9") for port in (500, 4500, 4510, 5500)}
+    assert got == want
     assert {bp.sel.ifindex for bp in p.bypasses} == {ETH.ifindex}
+
+
+@pytest.mark.parametrize(("local", "remote", "lts", "rts", "what"), [
+    ("192.0.2.1", "192.0.2.2", ("fd00:1::/64",), ("fd00:2::/64",), "IPv6 in IPv4"),
+    ("2001:db8::1", "2001:db8::2", ("10.1.0.0/24",), ("10.2.0.0/24",), "IPv4 in IPv6"),
+    ("192.0.2.1", "192.0.2.2", ("10.1.0.0/24", "fd00:1::/64"), ("10.2.0.0/24", "fd00:2::/64"), "IPv6 in IPv4"),
+])
+def test_cross_family_tunnel_is_refused_with_its_cause(local, remote, lts, rts, what):
+    """The kernel cannot carry a packet-offloaded tunnel of the other family: never 'packet'."""
+    ch = child(local=local, remote=remote, lts=lts, rts=rts)
+    (cp,) = pl.plan([ch], CFG, view_for([ch])).children
+    assert cp.target == pl.CRYPTO and cp.cause == pl.SA_UNSUPPORTED and not cp.policies, cp
+    assert cp.reason.startswith(f"{what} tunnel can't be carried in packet offload"), cp.reason
+    assert pl.cross_family(child(mode="TRANSPORT", lts=("192.0.2.1/32",), rts=("192.0.2.2/32",))) == ""
 
 
 def test_frozen_ike_sas_keep_their_policies_and_the_bypasses():
