@@ -205,6 +205,20 @@ def _charon_policies(view: KernelView, reqid: int) -> list[XfrmPolicy]:
     ]
 
 
+def _out_policies(view: KernelView, reqid: int) -> list[XfrmPolicy]:
+    """charon's OUT policies of a reqid: the ones that get offloaded twins.
+
+    IN policies stay charon's, in software. Kernel 6.12 accepts a clear packet that matches a
+    packet-offloaded IN policy as if its template were met (measured in the lab:
+    tests/lab/jobs/sim_in_policy.sh), so an offloaded IN twin would open the tunnel's
+    selector to clear traffic from the wire. Receive needs no offloaded policy: the device
+    decrypts by SA (mlx5's RX policy table misses to its SA table), and the kernel accepts a
+    packet the device decrypted before any policy lookup (__xfrm_policy_check2), while
+    charon's software IN policy still drops clear ones (XfrmInTmplMismatch).
+    """
+    return [p for p in _charon_policies(view, reqid) if p.dir == c.XFRM_POLICY_OUT]
+
+
 def _hw_policy(sw: XfrmPolicy, prio: int, device: Device) -> XfrmPolicy:
     """charon's policy as a packet-offloaded twin in the agent's band.
 
@@ -296,12 +310,11 @@ def plan_child(child: ChildSA, cfg: Config, view: KernelView, clash: str | None)
     ):
         if bad:
             return base.fallback(text, cause)
-    sws = _charon_policies(view, child.reqid)
-    if not sws:
+    if not _charon_policies(view, child.reqid):
         return base.fallback("charon installed no policies for this CHILD_SA (policies = no?)", NO_POLICIES)
     assert device is not None
     hws = []
-    for sw in sws:
+    for sw in _out_policies(view, child.reqid):
         prio = hw_priority(sw.priority, cfg.priority_top)
         if prio is None:
             return base.fallback(f"policy priority {sw.priority} is outside charon's automatic range; remove 'priority =' to offload", PRIORITY)
@@ -370,7 +383,7 @@ def plan(
     for i, p in enumerate(plans):
         if p.target != PACKET:
             continue
-        for sw in _charon_policies(view, p.child.reqid):
+        for sw in _out_policies(view, p.child.reqid):
             q = _shadowed(view, sw, packet_reqids)
             if q is not None:
                 plans[i] = p.fallback(f"offloading would hide {q.describe()}, which charon ranks above this CHILD_SA", SHADOWED)
