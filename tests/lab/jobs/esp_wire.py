@@ -7,7 +7,8 @@
 
 The decryption is independent of the kernel and of swsim: AES-GCM per RFC 4106 with
 the key and salt the kernel reports, nonce = salt || explicit IV, AAD = SPI || seq.
-It prints, per SPI, how many frames decrypted and the sequence numbers seen, as JSON.
+It prints, per SPI, how many frames decrypted, the sequence numbers seen and the inner UDP
+ports ("udp": {"SPORT>DPORT": frames}), as JSON.
 """
 
 from __future__ import annotations
@@ -91,11 +92,31 @@ def decrypt(ns: str, path: str, saved: str | None = None) -> None:
         # the lab's SAs never wrap 2^32 packets: the high bits now are those of every frame
         aad = esp[:8] if esn.get(spi) is None else esp[:4] + struct.pack("!I", esn[spi]) + esp[4:8]
         try:
-            AESGCM(key[:-4]).decrypt(key[-4:] + iv, body, aad)
+            plain = AESGCM(key[:-4]).decrypt(key[-4:] + iv, body, aad)
         except Exception:
             continue
         row["decrypted"] += 1
+        ports = udp_ports(plain)
+        if ports:
+            row.setdefault("udp", {})
+            row["udp"][ports] = row["udp"].get(ports, 0) + 1
     print(json.dumps(out))
+
+
+def udp_ports(plain: bytes) -> str | None:
+    """'SPORT>DPORT' of the UDP datagram an ESP payload carries (tunnel or transport), or None."""
+    if len(plain) < 2:
+        return None
+    pad, nexthdr = plain[-2], plain[-1]
+    inner = plain[: len(plain) - 2 - pad]
+    if nexthdr == 4 and len(inner) >= 20 and inner[9] == 17:  # IPv4 in the tunnel
+        inner, nexthdr = inner[(inner[0] & 15) * 4 :], 17
+    elif nexthdr == 41 and len(inner) >= 40 and inner[6] == 17:  # IPv6 in the tunnel
+        inner, nexthdr = inner[40:], 17
+    if nexthdr != 17 or len(inner) < 4:
+        return None
+    sport, dport = struct.unpack_from("!HH", inner)
+    return f"{sport}>{dport}"
 
 
 if __name__ == "__main__":
