@@ -33,10 +33,11 @@ OFF, NATIVE, PENDING = "off", "native", "pending"
 CONFIGURED, WAITING, CHARON_OFFLOADS = "configured", "pending", "native"
 KERNEL, NO_DEVICE, DEVICE_DOWN, DEVICE_REFUSED = "kernel", "no_device", "device_down", "device_refused"
 REQID, SA_UNSUPPORTED, NO_POLICIES, PRIORITY, SHADOWED = "reqid", "sa_unsupported", "no_policies", "priority", "shadowed"
-# Kernel 6.12 (xfrm_bundle_create) builds a packet-offloaded tunnel's outer header in the inner
-# family, so every packet fails (XfrmOutBundleGenError); mlx5 takes the inner ethertype on
-# receive from the outer family. strongSwan's SAs carry no selector family to help either.
-CROSS_FAMILY_WHY = "the kernel builds the outer header in the inner family (XfrmOutBundleGenError) and the device decapsulates by the outer one"
+# xfrm_bundle_create (6.12.19, unchanged through 6.19) keeps the policy's inner family for a
+# packet-offloaded state and routes the outer addresses in it, so every packet fails
+# (XfrmOutBundleGenError); mlx5 takes the inner ethertype on receive from the outer family.
+# strongSwan's tunnel SAs carry no selector family that later fixes key on.
+CROSS_FAMILY_WHY = "the kernel routes the outer header in the inner family (XfrmOutBundleGenError) and the device decapsulates by the outer one"
 CAUSES = ("", CONFIGURED, WAITING, CHARON_OFFLOADS, KERNEL, NO_DEVICE, DEVICE_DOWN, DEVICE_REFUSED, REQID, SA_UNSUPPORTED, NO_POLICIES, PRIORITY, SHADOWED)
 
 
@@ -283,6 +284,7 @@ def plan_child(child: ChildSA, cfg: Config, view: KernelView, clash: str | None)
         # rekeyed or being deleted: charon removes it soon; its policies stay for the successor
         return replace(base, target=PENDING, reason=f"CHILD_SA is {child.state}", cause=WAITING)
     device, why = _device_for(child, rule, view)
+    mixed = cross_family(child)
     if device is not None and not device.up:
         # the kernel would flush offloaded objects again the moment they got in
         return replace(base, device=None).fallback(f"device {device.name} is down; offloaded again when it is up", DEVICE_DOWN)
@@ -306,7 +308,7 @@ def plan_child(child: ChildSA, cfg: Config, view: KernelView, clash: str | None)
         (clash is not None, clash or "", REQID),
         (out.tfcpad or inn.tfcpad, "TFC padding can't be offloaded", SA_UNSUPPORTED),
         (out.sec_ctx is not None or inn.sec_ctx is not None, "security context can't be offloaded", SA_UNSUPPORTED),
-        (bool(cross_family(child)), f"{cross_family(child)} tunnel can't be carried in packet offload: {CROSS_FAMILY_WHY}", SA_UNSUPPORTED),
+        (bool(mixed), f"{mixed} tunnel can't be carried in packet offload: {CROSS_FAMILY_WHY}", SA_UNSUPPORTED),
     ):
         if bad:
             return base.fallback(text, cause)
@@ -338,7 +340,7 @@ def _bypasses(cfg: Config, plans: list[ChildPlan], ikes: list[IkeSA], view: Kern
         dev = view.addresses.get(addr)
         if dev is not None and dev in devices:
             on.add((dev, addr))
-    ports = sorted(ike_ports(cfg, plans, ikes) | ports_seen)
+    ports = sorted(set(cfg.ike_ports) | charon_ports(ikes, [p.child for p in plans]) | ports_seen)
     out = []
     for dev, addr in sorted(on, key=lambda x: (x[0].ifindex, x[1])):
         fam, plen, any_addr = (socket.AF_INET6, 128, "::") if ":" in addr else (socket.AF_INET, 32, "0.0.0.0")
@@ -352,10 +354,9 @@ def _bypasses(cfg: Config, plans: list[ChildPlan], ikes: list[IkeSA], view: Kern
     return tuple(out)
 
 
-def ike_ports(cfg: Config, plans: list[ChildPlan], ikes: list[IkeSA]) -> frozenset[int]:
-    """charon's IKE ports: the configured ones and every local port an IKE_SA reports."""
-    seen = {i.local_port for i in ikes} | {p.child.local_port for p in plans}
-    return frozenset(set(cfg.ike_ports) | seen) - {0}
+def charon_ports(ikes: list[IkeSA], children: list[ChildSA]) -> frozenset[int]:
+    """The local IKE ports charon reports for its IKE_SAs (a CHILD_SA names its IKE_SA's)."""
+    return frozenset({i.local_port for i in ikes} | {ch.local_port for ch in children}) - {0}
 
 
 def policy_key(p: XfrmPolicy | PolicyId) -> tuple[Any, ...]:

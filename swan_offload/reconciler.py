@@ -179,7 +179,7 @@ class Reconciler:
         if self._restore(children, view):
             view = self.view()
         self._have = {pl.policy_key(p): p for p in view.policies}
-        self.ike_ports |= {i.local_port for i in sas.ikes} | {ch.local_port for ch in children}
+        self.ike_ports |= pl.charon_ports(sas.ikes, children)
         plan = pl.plan(children, self.cfg, view, sas.ikes, frozen, self.ike_ports)
         if plan.stale_states:
             probes = [DelState(s.id, "remove leftover " + s.describe()) for s in plan.stale_states]
