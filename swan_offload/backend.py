@@ -92,9 +92,12 @@ class NetlinkBackend:
 
     def apply(self, ops: Sequence[Op]) -> list[XfrmError | None]:
         reqs = []
-        for op in ops:
+        for i, op in enumerate(ops):
             if isinstance(op, AddState):
-                reqs.append(Request(c.XFRM_MSG_NEWSA, o.state_to_msg(op.state), what=describe(op)))
+                # the NEWSA of a move leaves with its DELSA: no moment without the SA between datagrams
+                prev = ops[i - 1] if i else None
+                joined = isinstance(prev, DelState) and prev.id == op.state.id
+                reqs.append(Request(c.XFRM_MSG_NEWSA, o.state_to_msg(op.state), what=describe(op), joined=joined))
             elif isinstance(op, DelState):
                 reqs.append(Request(c.XFRM_MSG_DELSA, o.state_id_to_msg(op.id), what=describe(op)))
             elif isinstance(op, AddPolicy):

@@ -113,3 +113,41 @@ def test_devices_map_addresses(backend, netns):
     subprocess.run(["ip", "-n", netns, "addr", "add", "192.0.2.1/24", "dev", "lo"], check=True)
     addrs, names = backend.devices()
     assert addrs["192.0.2.1"].name == "lo" and names["lo"].ifindex == 1
+
+
+def test_a_batch_larger_than_one_datagram_is_applied_whole_with_one_result_each(backend, netns):
+    """A restore or promotion at hub scale: thousands of requests in one apply(). One datagram
+    over the socket's send buffer is refused whole (EMSGSIZE, issue 13: a device flap at 300
+    CHILD_SAs lost every SA); the batch leaves in chunks, each one's acks read before the next."""
+    sndbuf = backend.sock.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    pols = [
+        o.XfrmPolicy(o.Selector(socket.AF_INET, f"10.{200 + i // 250}.{i % 250}.0", "10.1.0.0", 24, 24), c.XFRM_POLICY_OUT,
+                     1000 + i, templates=(replace(TMPL, reqid=1 + i),))
+        for i in range(3000)
+    ]
+    msgs = [o.policy_to_msg(p) for p in pols]
+    for msg in msgs:
+        msg.encode()
+    wire = sum(len(msg.data) for msg in msgs)
+    assert wire > 2 * sndbuf, (wire, sndbuf)  # one datagram could never carry it
+    assert backend.apply([AddPolicy(p) for p in pols]) == [None] * len(pols)
+    assert len(backend.dump_policies()) == len(pols)
+    # partial failure, per request: every second one exists already
+    again = [AddPolicy(p) for p in pols[::2]] + [DelPolicy(p.id) for p in pols[1::2]]
+    errs = backend.apply(again)
+    assert [e.errno if e else None for e in errs] == [17] * 1500 + [None] * 1500
+    assert all(e.what.startswith("add policy") for e in errs[:1500] if e)
+    assert len(backend.dump_policies()) == 1500
+
+
+def test_receive_buffer_is_forced_past_rmem_max(backend):
+    """CAP_NET_ADMIN lets the agent raise its buffer past net.core.rmem_max (SO_RCVBUFFORCE):
+    a rekey storm's notifications and a big batch's acks wait there. A plain SO_RCVBUF of the
+    same size is capped at rmem_max (the kernel reports twice what it grants)."""
+    rmem_max = int(open("/proc/sys/net/core/rmem_max").read())
+    plain = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, c.NETLINK_XFRM)
+    plain.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, backend.sock.RCVBUF)
+    capped = plain.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    plain.close()
+    assert backend.sock.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == 2 * backend.sock.RCVBUF
+    assert capped == 2 * min(rmem_max, backend.sock.RCVBUF)

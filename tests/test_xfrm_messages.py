@@ -174,3 +174,16 @@ def test_dump_request_is_a_bare_header():
     msg["header"] = {"type": 18, "flags": 0x301, "sequence_number": 1, "pid": 0}
     msg.encode()
     assert len(msg.data) == 16
+
+
+def test_chunks_stay_under_the_limit_and_never_split_a_joined_pair():
+    from swan_offload.xfrm.netlink import chunks
+
+    sizes = [400, 400, 100, 400, 400, 300, 50]
+    joined = [False, True, False, False, True, False, False]  # (0,1) and (3,4): DELSA+NEWSA pairs
+    runs = chunks(sizes, joined, limit=900)
+    assert [list(r) for r in runs] == [[0, 1, 2], [3, 4], [5, 6]]
+    assert all(sum(sizes[i] for i in r) <= 900 for r in runs)
+    # a unit larger than the limit still goes whole, alone
+    assert [list(r) for r in chunks([800, 800, 10], [False, True, False], limit=900)] == [[0, 1], [2]]
+    assert chunks([], [], 900) == []

@@ -1,10 +1,11 @@
 """A small synchronous XFRM netlink socket.
 
 pyroute2 (0.9) gives the message classes; the transport is a plain socket so
-that a batch of requests leaves in one ``sendmsg`` (the kernel then handles
-them back to back), every request gets its own ack, and no asyncio loop is
-needed in the daemon's threads. Extended acks are on, so kernel refusals carry
-the kernel's own text.
+that a batch of requests leaves in as few ``sendmsg`` calls as the kernel's
+limits allow (it handles one datagram's messages back to back, under one hold of
+its XFRM configuration mutex), every request gets its own ack, and no asyncio
+loop is needed in the daemon's threads. Extended acks are on, so kernel refusals
+carry the kernel's own text.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from . import constants as c
 from .messages import MESSAGE_CLASSES
 
 SOL_NETLINK = 270
+SO_RCVBUFFORCE = 33
 NETLINK_ADD_MEMBERSHIP = 1
 NETLINK_CAP_ACK = 10
 NETLINK_EXT_ACK = 11
@@ -57,12 +59,38 @@ class XfrmError(OSError):
 
 @dataclass
 class Request:
-    """One message in a batch. ``what`` describes it in errors and logs."""
+    """One message in a batch. ``what`` describes it in errors and logs.
+
+    ``joined``: it must leave in the same datagram as the request before it (the NEWSA of a
+    DELSA+NEWSA move: the kernel then lets no other change in between).
+    """
 
     msg_type: int
     msg: Any
     flags: int = NLM_F_REQUEST | NLM_F_ACK
     what: str = ""
+    joined: bool = False
+
+
+# Bytes of requests per datagram. The kernel refuses a datagram larger than the socket's send
+# buffer (EMSGSIZE; ~208 KiB by default), and each request's ack takes ~1 KiB of the receive
+# buffer until read: 64 KiB of requests (~150 NEWSA, ~250 NEWPOLICY) stay well under both.
+CHUNK_BYTES = 64 << 10
+
+
+def chunks(sizes: list[int], joined: list[bool], limit: int = CHUNK_BYTES) -> list[range]:
+    """Split requests of ``sizes`` into runs of at most ``limit`` bytes, never between a
+    joined request and the one before it (a run may exceed the limit only to keep one unit)."""
+    out: list[range] = []
+    start, size = 0, 0
+    for i, n in enumerate(sizes):
+        if i > start and not joined[i] and size + n > limit:
+            out.append(range(start, i))
+            start, size = i, 0
+        size += n
+    if sizes:
+        out.append(range(start, len(sizes)))
+    return out
 
 
 @dataclass
@@ -135,10 +163,14 @@ class XfrmSocket:
     """Request/response XFRM socket; with ``groups`` it is a monitor instead."""
 
     RECV_SIZE = 1 << 20
+    RCVBUF = 8 << 20  # a monitor's burst of notifications (a rekey storm) before ENOBUFS
 
     def __init__(self, groups: tuple[int, ...] = (), netns: str | None = None) -> None:
         self.sock = open_netlink(c.NETLINK_XFRM, netns)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        try:  # past net.core.rmem_max: needs CAP_NET_ADMIN, which the agent has
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.RCVBUF)
+        except PermissionError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.RCVBUF)
         self.sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
         self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
         self.sock.bind((0, 0))
@@ -163,42 +195,47 @@ class XfrmSocket:
     # ------------------------------------------------------------ requests
 
     def batch(self, requests: list[Request], timeout: float = 10.0) -> list[Reply]:
-        """Send all requests in one datagram; return one Reply per request, in order."""
+        """Send the requests in datagrams of at most CHUNK_BYTES, reading each one's acks
+        before the next leaves; return one Reply per request, in order. A refused request
+        does not stop the others: every one has its own Reply."""
         if not requests:
             return []
         with self._lock:
-            buf = bytearray()
-            seqs = []
+            raws, seqs = [], []
             for r in requests:
                 seq = self._seq
                 self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
                 r.msg["header"] = {"type": r.msg_type, "flags": r.flags, "sequence_number": seq, "pid": self.port}
                 r.msg.encode()
                 raw = bytes(r.msg.data)
-                buf += raw + b"\0" * ((-len(raw)) % 4)
+                raws.append(raw + b"\0" * ((-len(raw)) % 4))
                 seqs.append(seq)
-            self.sock.send(bytes(buf))
             replies = {s: Reply() for s in seqs}
-            pending = set(seqs)
-            while pending:
-                ready, _, _ = select.select([self.sock], [], [], timeout)
-                if not ready:
-                    raise XfrmError(errno_mod.ETIMEDOUT, "no answer from the kernel", requests[0].what)
-                data = self.sock.recv(self.RECV_SIZE)
-                for mtype, flags, seq, _pid, msg in decode_messages(data):
-                    if seq not in replies:
-                        continue
-                    if mtype == NLMSG_ERROR:
-                        err, text = parse_error(msg, flags)
-                        if err:
-                            what = requests[seqs.index(seq)].what
-                            replies[seq].error = XfrmError(err, text, what)
-                        pending.discard(seq)
-                    elif mtype == NLMSG_DONE:
-                        pending.discard(seq)
-                    else:
-                        replies[seq].messages.append(msg)
+            whats = dict(zip(seqs, (r.what for r in requests)))
+            for run in chunks([len(x) for x in raws], [r.joined for r in requests]):
+                self.sock.send(b"".join(raws[i] for i in run))
+                self._collect({seqs[i] for i in run}, replies, whats, timeout)
             return [replies[s] for s in seqs]
+
+    def _collect(self, pending: set[int], replies: dict[int, Reply], whats: dict[int, str], timeout: float) -> None:
+        """Read until every request in ``pending`` has its ack (or its dump's end)."""
+        while pending:
+            ready, _, _ = select.select([self.sock], [], [], timeout)
+            if not ready:
+                raise XfrmError(errno_mod.ETIMEDOUT, "no answer from the kernel", whats[min(pending)])
+            data = self.sock.recv(self.RECV_SIZE)
+            for mtype, flags, seq, _pid, msg in decode_messages(data):
+                if seq not in replies:
+                    continue
+                if mtype == NLMSG_ERROR:
+                    err, text = parse_error(msg, flags)
+                    if err:
+                        replies[seq].error = XfrmError(err, text, whats[seq])
+                    pending.discard(seq)
+                elif mtype == NLMSG_DONE:
+                    pending.discard(seq)
+                else:
+                    replies[seq].messages.append(msg)
 
     def request(self, req: Request) -> list[Any]:
         reply = self.batch([req])[0]
