@@ -12,10 +12,12 @@ from __future__ import annotations
 import socket
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from .config import Config, Rule
 from .model import ChildSA, IkeSA
+from .policy_index import PolicyIndex
 from .xfrm import constants as c
 from .xfrm.objects import LifetimeCur, Offload, PolicyId, Selector, XfrmPolicy, XfrmState
 
@@ -68,6 +70,11 @@ class KernelView:
 
     def state(self, daddr: str, spi: int) -> XfrmState | None:
         return self.states.get((daddr, spi, c.IPPROTO_ESP))
+
+    @cached_property
+    def index(self) -> PolicyIndex:
+        """``policies`` by reqid and by destination, built on first use (once per plan)."""
+        return PolicyIndex(self.policies, is_agent_policy)
 
 
 @dataclass(frozen=True)
@@ -196,14 +203,8 @@ def reqid_clashes(children: list[ChildSA]) -> dict[tuple[str, int], str]:
 
 
 def _charon_policies(view: KernelView, reqid: int) -> list[XfrmPolicy]:
-    return [
-        p
-        for p in view.policies
-        if not is_agent_policy(p)
-        and p.dir in (c.XFRM_POLICY_IN, c.XFRM_POLICY_OUT)
-        and p.ptype == c.XFRM_POLICY_TYPE_MAIN
-        and any(t.reqid == reqid for t in p.templates)
-    ]
+    """Policies not the agent's, main type, dir in or out, with a template of ``reqid``."""
+    return view.index.charon(reqid)
 
 
 def _out_policies(view: KernelView, reqid: int) -> list[XfrmPolicy]:
@@ -240,17 +241,13 @@ def _hw_policy(sw: XfrmPolicy, prio: int, device: Device) -> XfrmPolicy:
 
 
 def _shadowed(view: KernelView, sw: XfrmPolicy, packet_reqids: set[int]) -> XfrmPolicy | None:
-    """A software policy charon ranks above ``sw`` that a packet-offload twin would hide."""
-    for q in view.policies:
-        if is_agent_policy(q) or q.dir != sw.dir or q is sw or q.priority >= sw.priority:
-            continue
-        if q.templates and all(t.reqid in packet_reqids for t in q.templates):
-            continue
-        if q.mark != sw.mark or q.if_id != sw.if_id:
-            continue
-        if q.sel.overlaps(sw.sel):
-            return q
-    return None
+    """The software policy charon ranks highest above ``sw`` that a packet-offload twin would hide."""
+    hidden = [
+        q
+        for q in view.index.overlapping(sw)
+        if q.priority < sw.priority and not (q.templates and all(t.reqid in packet_reqids for t in q.templates))
+    ]
+    return min(hidden, key=lambda q: (q.priority, q.index), default=None)
 
 
 def _device_for(child: ChildSA, rule: Rule, view: KernelView) -> tuple[Device | None, str]:
@@ -291,7 +288,7 @@ def plan_child(child: ChildSA, cfg: Config, view: KernelView, clash: str | None)
     crypto_refusal = view.crypto_refusing.get(device.ifindex, "") if device else ""
     crypto_ok = device is not None and not crypto_refusal
     base = replace(base, device=device, crypto_refusal=crypto_refusal)
-    mine = [p for p in view.policies if is_agent_policy(p) and any(t.reqid == child.reqid for t in p.templates)]
+    mine = view.index.agent(child.reqid)
     if out.offload and out.offload.packet and inn.offload and inn.offload.packet and not mine:
         return replace(base, target=NATIVE, reason="charon offloads this SA itself", cause=CHARON_OFFLOADS)
     if rule.mode == CRYPTO:

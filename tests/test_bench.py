@@ -1,0 +1,33 @@
+"""Small-N runs of the benchmarks in bench/, so they keep working (figures printed, not asserted)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import skip_unless_required
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def run(script: str, *args: str) -> str:
+    res = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=300)
+    print(res.stdout)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def test_bench_plan_small():
+    out = run("plan.py", "--sizes", "50", "200", "--scan-max", "200")
+    assert len([line for line in out.splitlines() if line.split()[0].isdigit()]) == 2, out
+
+
+@pytest.mark.netns
+def test_bench_xfrm_read_small():
+    if os.geteuid() != 0:
+        skip_unless_required("bench/xfrm_read.py needs root for a network namespace")
+    out = run("xfrm_read.py", "--sizes", "50")
+    assert "50" in out, out
