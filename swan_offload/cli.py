@@ -113,7 +113,7 @@ def cmd_status(args: argparse.Namespace, cfg: config.Config) -> int:
     if args.json:
         print(json.dumps(data, indent=1))
         return 0
-    print(status_table(data, time.time()))
+    print(status_table(data, time.time(), args.not_offloaded, args.connection, args.summary))
     return 0
 
 
@@ -122,8 +122,11 @@ def _age(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def status_table(data: dict[str, Any], now: float) -> str:
-    """What a person reads at a glance: the agent's health, then one line per CHILD_SA."""
+def status_table(data: dict[str, Any], now: float, not_offloaded: bool = False, connection: str | None = None,
+                 summary: bool = False) -> str:
+    """What a person reads at a glance: the agent's health and a summary that fits one screen
+    at any scale (counts by mode, why not packet, per device), then one line per CHILD_SA,
+    filtered (``not_offloaded``: not in packet offload; ``connection``: one IKE_SA name)."""
     a = data.get("agent", {})
     last = a.get("last_event") or 0
     lines = [
@@ -133,16 +136,28 @@ def status_table(data: dict[str, Any], now: float) -> str:
     ]
     for dev, why in (a.get("refusing_devices") or {}).items():
         lines.append(f"device {dev} refuses packet offload: {why}")
+    for err in a.get("vici_unreadable") or []:
+        lines.append(f"list-sas entry not readable (its kernel objects left as they are): {err}")
     children = data.get("children", [])
     counts = Counter(ch["mode"] for ch in children)
     lines.append(f"{len(children)} CHILD_SA(s): " + (", ".join(f"{n} {m}" for m, n in sorted(counts.items())) or "none"))
-    if children:
-        fmt = "{:<28} {:>6} {:>8} {:>8} {:<9} {:<10} {:>7}  {}"
-        lines.append(fmt.format("CHILD_SA", "REQID", "SPI-IN", "SPI-OUT", "MODE", "DEVICE", "SINCE", "REASON"))
-        for ch in children:
-            name = f"{ch['ike']}/{ch['child']}#{ch['uniqueid']}"
-            lines.append(fmt.format(name, ch["reqid"], ch["spi_in"], ch["spi_out"], ch["mode"], ch["device"] or "-",
-                                    _age(now - ch.get("since", now)), ch["reason"]).rstrip())
+    causes = Counter((ch["mode"], ch.get("cause") or "-") for ch in children if ch["mode"] != planner.PACKET)
+    if causes:
+        lines.append("  not packet: " + ", ".join(f"{n} {m} ({cause})" for (m, cause), n in sorted(causes.items())))
+    devices = Counter((ch["device"], ch["mode"]) for ch in children if ch["device"])
+    if devices:
+        lines.append("  devices: " + ", ".join(f"{dev} {n} {m}" for (dev, m), n in sorted(devices.items())))
+    rows = [ch for ch in children if (not not_offloaded or ch["mode"] != planner.PACKET) and (connection is None or ch["ike"] == connection)]
+    if summary or not rows:
+        return "\n".join(lines)
+    if len(rows) != len(children):
+        lines.append(f"showing {len(rows)} of {len(children)}")
+    fmt = "{:<28} {:>6} {:>8} {:>8} {:<9} {:<10} {:>7}  {}"
+    lines.append(fmt.format("CHILD_SA", "REQID", "SPI-IN", "SPI-OUT", "MODE", "DEVICE", "SINCE", "REASON"))
+    for ch in rows:
+        name = f"{ch['ike']}/{ch['child']}#{ch['uniqueid']}"
+        lines.append(fmt.format(name, ch["reqid"], ch["spi_in"], ch["spi_out"], ch["mode"], ch["device"] or "-",
+                                _age(now - ch.get("since", now)), ch["reason"]).rstrip())
     return "\n".join(lines)
 
 
@@ -154,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("run", help="run the daemon in the foreground")
     for name, text in (("plan", "print what would be installed; change nothing"), ("status", "per CHILD_SA offload status")):
         sp = sub.add_parser(name, help=text)
-        sp.add_argument("--json", action="store_true")
+        sp.add_argument("--json", action="store_true", help="everything, as JSON (no filters)")
+        if name == "status":
+            sp.add_argument("--summary", action="store_true", help="the summary only, no table")
+            sp.add_argument("--not-offloaded", action="store_true", help="only CHILD_SAs not in packet offload")
+            sp.add_argument("--connection", metavar="NAME", help="only CHILD_SAs of this connection (IKE_SA name)")
     args = ap.parse_args(argv)
     try:
         cfg = _load(args.config)

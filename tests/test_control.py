@@ -112,7 +112,8 @@ def test_status_table_reads_at_a_glance():
             {"ike": "gw", "child": "net", "uniqueid": 4, "reqid": 1, "spi_in": "c0000001", "spi_out": "c1000001",
              "mode": "packet", "device": "eth0", "reason": "", "since": 940.0},
             {"ike": "gw", "child": "voip", "uniqueid": 5, "reqid": 2, "spi_in": "c0000002", "spi_out": "c1000002",
-             "mode": "software", "device": None, "reason": "packet offload refused by eth0: no room", "since": 1000.0},
+             "mode": "software", "device": None, "reason": "packet offload refused by eth0: no room", "since": 1000.0,
+             "cause": "device_refused"},
         ],
     }
     out = status_table(data, now=1060.0)
@@ -122,3 +123,26 @@ def test_status_table_reads_at_a_glance():
     assert "2 CHILD_SA(s): 1 packet, 1 software" in out
     assert lines[-2].split() == ["gw/net#4", "1", "c0000001", "c1000001", "packet", "eth0", "2m00s"]
     assert lines[-1].endswith("packet offload refused by eth0: no room") and " - " in lines[-1]
+
+
+def test_status_at_hub_scale_summarises_on_one_screen_and_filters():
+    """10,000 CHILD_SAs: the summary stays a few lines (counts by mode and cause, devices); the
+    table can be cut to what is not offloaded, or to one connection."""
+    kids = [{"ike": f"spoke{i}", "child": "net", "uniqueid": i, "reqid": i, "spi_in": f"c{i:07x}", "spi_out": f"c1{i:06x}",
+             "mode": "packet", "device": "eth0", "reason": "", "cause": "", "since": 900.0} for i in range(10000)]
+    for i in (17, 4242):
+        kids[i] |= {"mode": "crypto", "device": "eth0", "reason": "IPv6 in IPv4 tunnel can't be carried", "cause": "sa_unsupported"}
+    kids[9999] |= {"mode": "software", "device": None, "reason": "no device owns the local address", "cause": "no_device"}
+    data = {"agent": {"vici_connected": True, "kernel_reason": "ok", "vici_unreadable": ["ike spoke5: missing local-host"]},
+            "children": kids}
+    summary = status_table(data, 1000.0, summary=True).splitlines()
+    assert len(summary) <= 8, summary
+    assert "10000 CHILD_SA(s): 2 crypto, 9997 packet, 1 software" in summary
+    assert "  not packet: 2 crypto (sa_unsupported), 1 software (no_device)" in summary
+    assert "  devices: eth0 2 crypto, eth0 9997 packet" in summary
+    assert any("spoke5: missing local-host" in line for line in summary)
+    bad = status_table(data, 1000.0, not_offloaded=True).splitlines()
+    assert "showing 3 of 10000" in bad and [ln.split()[0] for ln in bad[-3:]] == ["spoke17/net#17", "spoke4242/net#4242", "spoke9999/net#9999"]
+    one = status_table(data, 1000.0, connection="spoke4242").splitlines()
+    assert one[-1].split()[0] == "spoke4242/net#4242" and "showing 1 of 10000" in one
+    assert status_table(data, 1000.0, connection="nobody").splitlines() == summary  # nothing to list
