@@ -37,6 +37,10 @@ HELD_REFRESH_SECONDS = 1.0
 XFRM_SETTLE_SECONDS = 0.5
 # systemd hears READY=1 after the first reconcile, or after this long without charon
 READY_WITHOUT_CHARON_SECONDS = 5.0
+# while the first resync runs (list-sas and a reconcile of thousands of CHILD_SAs can outlast
+# TimeoutStartSec), systemd is asked for this much more time, every EXTEND_EVERY seconds
+EXTEND_SECONDS = 30.0
+EXTEND_EVERY = 10.0
 XFRM_TRIGGERS = {c.XFRM_MSG_NEWSA, c.XFRM_MSG_DELSA, c.XFRM_MSG_UPDSA, c.XFRM_MSG_EXPIRE, c.XFRM_MSG_NEWPOLICY, c.XFRM_MSG_DELPOLICY, c.XFRM_MSG_UPDPOLICY, c.XFRM_MSG_FLUSHSA, c.XFRM_MSG_FLUSHPOLICY}
 
 
@@ -273,6 +277,25 @@ class Daemon:
 
     def sync(self) -> bool:
         """One resync: list-sas, dump the kernel, apply the plan. False if charon could not be read."""
+        if self.ready:
+            return self._sync()
+        done = threading.Event()
+        t = threading.Thread(target=self._extend_start, args=(done,), name="sd-extend", daemon=True)
+        t.start()
+        try:
+            return self._sync()
+        finally:
+            done.set()
+            t.join()
+
+    def _extend_start(self, done: threading.Event) -> None:
+        """Until the first resync ends: tell systemd the start goes on, and what it is doing."""
+        while True:
+            sdnotify.notify(f"EXTEND_TIMEOUT_USEC={int(EXTEND_SECONDS * 1e6)}", "STATUS=first resync with charon running (list-sas, kernel dump, reconcile)")
+            if done.wait(EXTEND_EVERY):
+                return
+
+    def _sync(self) -> bool:
         try:
             sas = vici_source.list_sas(self.cfg.vici_socket)
         except vici_source.VICI_ERRORS as e:

@@ -101,6 +101,9 @@ def test_ready_after_the_first_reconcile_then_status_on_change(tmp_path, notify_
     server.sas = [vici_ike("gw", [(ch, "INSTALLED")])]
     d, t = run_daemon(config.Config(vici_socket=server.path, status_file=str(tmp_path / "s.json"), resync_seconds=30), kernel)
     try:
+        # the first resync asks for more start time (at hub scale it can outlast TimeoutStartSec)
+        extend = notify_socket.recv(4096).decode().split("\n")
+        assert extend == ["EXTEND_TIMEOUT_USEC=30000000", "STATUS=first resync with charon running (list-sas, kernel dump, reconcile)"], extend
         first = notify_socket.recv(4096).decode().split("\n")
         assert first[0] == "READY=1" and d.reconciler.runs >= 1
         assert first[1] == "STATUS=1 CHILD_SA(s), 1 packet", first
@@ -112,6 +115,32 @@ def test_ready_after_the_first_reconcile_then_status_on_change(tmp_path, notify_
         t.join(5)
         server.stop()
     assert notify_socket.recv(4096) == b"STOPPING=1"
+
+
+def test_a_long_first_resync_keeps_extending_the_start_timeout(tmp_path, notify_socket, monkeypatch):
+    """EXTEND_TIMEOUT_USEC every EXTEND_EVERY seconds while the first resync runs, READY=1 after."""
+    monkeypatch.setattr(daemon_mod, "EXTEND_EVERY", 0.1)
+    server = ViciTestServer(tmp_path / "charon.vici").start()
+    kernel = MemoryBackend()
+    slow = threading.Event()
+    orig = daemon_mod.Reconciler.reconcile
+
+    def reconcile(self, sas):
+        slow.wait(0.5)  # a first reconcile of many CHILD_SAs
+        return orig(self, sas)
+
+    monkeypatch.setattr(daemon_mod.Reconciler, "reconcile", reconcile)
+    d, t = run_daemon(config.Config(vici_socket=server.path, status_file=str(tmp_path / "s.json"), resync_seconds=30), kernel)
+    try:
+        msgs = []
+        while not msgs or not msgs[-1].startswith("READY=1"):
+            msgs.append(notify_socket.recv(4096).decode())
+        extends = [m for m in msgs if m.startswith("EXTEND_TIMEOUT_USEC=")]
+        assert len(extends) >= 3 and len(extends) == len(msgs) - 1, msgs
+    finally:
+        d.stop()
+        t.join(5)
+        server.stop()
 
 
 def test_ready_without_charon_says_what_it_waits_for(tmp_path, notify_socket, monkeypatch):
