@@ -97,6 +97,20 @@ def probe_state(st: XfrmState) -> XfrmState:
     )  # fmt: skip
 
 
+def probe_shape(st: XfrmState) -> tuple[Any, ...]:
+    """What a device judges an SA by, without addresses, SPI, keys or lifetimes in seconds
+    (charon randomises those per SA): SAs of one shape get the same answer, so a device is
+    probed once per shape, not once per CHILD_SA (issue 13: hubs move thousands of them)."""
+    assert st.offload is not None
+    algos = tuple((a.name, a.key_bits, a.icv_len, a.trunc_len) if a else None for a in (st.aead, st.crypt, st.auth, st.comp))
+    esn = (st.replay_esn.bmp_len, st.replay_esn.replay_window) if st.replay_esn else None
+    lft = st.lft
+    limits = (lft.soft_byte_limit, lft.hard_byte_limit, lft.soft_packet_limit, lft.hard_packet_limit)
+    return (st.offload.ifindex, st.offload.flags, st.family, st.proto, st.mode, algos, st.encap.type if st.encap else None,
+            st.flags, st.replay_window, esn, st.tfcpad, limits, st.reqid == 0, st.sel.family, st.sel.proto,
+            st.sec_ctx is not None, st.sa_dir)
+
+
 class Reconciler:
     def __init__(self, backend: Backend, cfg: Config, caps: KernelCaps) -> None:
         self.backend = backend
@@ -124,6 +138,9 @@ class Reconciler:
         self.down: set[int] = set()
         self.restored: dict[tuple[str, int], ChildSA] = {}  # put back in software, not yet rekeyed
         self.ike_ports: frozenset[int] = frozenset()  # every IKE port charon was seen using
+        # SA shapes a device took (probe_shape): not probed again until the device goes down.
+        # Refusals are not kept here (they are per CHILD_SA, in refused/crypto_refused).
+        self.accepted: set[tuple[Any, ...]] = set()
 
     # ------------------------------------------------------------ reading
 
@@ -223,7 +240,9 @@ class Reconciler:
         """A link event: a device that goes down has lost everything offloaded to it."""
         if up:
             self.down.discard(ifindex)
-        elif ifindex not in self.down:
+            return
+        self.accepted = {k for k in self.accepted if k[0] != ifindex}  # a device back from down is asked anew
+        if ifindex not in self.down:
             self.down.add(ifindex)
             self.losses[ifindex] = self.losses.get(ifindex, 0) + 1
             if any(h.state.offload and h.state.offload.ifindex == ifindex for h in self.held.values()):
@@ -423,9 +442,10 @@ class Reconciler:
         self._record(cp, pl.SOFTWARE if err is None else pl.KEEP, cp.reason if err is None else f"{cp.reason}; {err}")
 
     def _probe(self, changes: list[tuple[XfrmState, XfrmState]]) -> str | None:
-        """Ask the device about each replacement with a throwaway state. Returns a refusal text."""
+        """Ask the device about each replacement with a throwaway state, once per SA shape it
+        has not taken yet. Returns a refusal text."""
         for _cur, new in changes:
-            if new.offload is None:
+            if new.offload is None or probe_shape(new) in self.accepted:
                 continue
             pr = probe_state(new)
             err = self.backend.apply([AddState(pr)])[0]
@@ -438,6 +458,7 @@ class Reconciler:
                 if not new.offload.packet:
                     self.crypto_refusing[new.offload.ifindex] = reason
                 return reason
+            self.accepted.add(probe_shape(new))
         return None
 
     def _move(self, cp: pl.ChildPlan, plan: pl.Plan) -> str | None:

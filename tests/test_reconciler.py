@@ -546,3 +546,26 @@ def test_an_unreadable_ike_entry_leaves_its_children_exactly_as_they_are():
     assert not [op for batch in k.batches[n:] for op in batch]
     r.reconcile(SaList())
     assert b.key not in r.outcomes and not [p for p in k.policies.values() if pl.is_agent_policy(p)]
+
+
+def test_a_device_is_probed_once_per_sa_shape_not_once_per_child():
+    """50 CHILD_SAs of one shape: one probe per direction; a device back from down is asked again."""
+    kids = [child(name=f"c{i}", uniqueid=i + 1, reqid=i + 1, spi_in=0xC0000100 + i, spi_out=0xC1000100 + i,
+                  rts=(f"10.{100 + i}.0.0/24",)) for i in range(50)]
+    k = kernel_with(kids)
+    r = Reconciler(k, config.Config(), CAPS)
+
+    def probes():
+        return [op for b in k.batches for op in b if isinstance(op, AddState) and op.state.reqid == pl.PROBE_REQID]
+
+    r.reconcile(kids)
+    assert {r.outcomes[ch.key].mode for ch in kids} == {"packet"}
+    assert sorted(op.state.offload.flags for op in probes()) == [c.XFRM_OFFLOAD_PACKET, c.XFRM_OFFLOAD_PACKET | c.XFRM_OFFLOAD_INBOUND]
+    r.link_changed(ETH.ifindex, False)
+    r.link_changed(ETH.ifindex, True)
+    fresh = child(name="late", uniqueid=99, reqid=99, spi_in=0xC0000999, spi_out=0xC1000999, rts=("10.250.0.0/24",))
+    states, policies = charon_objects(fresh)
+    k.states.update({(s.daddr, s.spi, s.proto): s for s in states})
+    k.policies.update({(p.sel, p.dir, p.mark, p.if_id): p for p in policies})
+    r.reconcile([*kids, fresh])
+    assert r.outcomes[fresh.key].mode == "packet" and len(probes()) == 4
