@@ -55,7 +55,7 @@ class Config:
     ike_ports: tuple[int, ...] = (500, 4500)
     seq_margin: int = 65536
     status_file: str = "/run/swan-offload/status.json"
-    resync_seconds: float = 30.0
+    resync_seconds: float = 300.0
     rekey_after_restore: bool = True
     metrics_listen: str = ""  # host:port; "" serves no metrics (a config file defaults to DEFAULT_METRICS)
     control_socket: str = ""  # "" opens none (a config file, even an empty one, defaults to DEFAULT_CONTROL)
@@ -139,7 +139,7 @@ def parse(text: str, path: str = "<string>") -> Config:
     if not 0 <= margin < 1 << 31:
         raise ConfigError(path, "agent.seq_margin", "must be in 0..2^31")
     status_file = _take(agent, "status_file", str, path, "agent.", Config.status_file)
-    resync = float(_take(agent, "resync_seconds", (int, float), path, "agent.", 30))
+    resync = float(_take(agent, "resync_seconds", (int, float), path, "agent.", 300))
     if resync <= 0:
         raise ConfigError(path, "agent.resync_seconds", "must be positive")
     rekey_restored = _take(agent, "rekey_after_restore", bool, path, "agent.", True)

@@ -127,7 +127,7 @@ class Daemon:
         self.listener.start()
         self._serve_metrics()
         dirty = False
-        idle = min(self.cfg.resync_seconds, 5.0)
+        idle = self.cfg.resync_seconds  # the safety net: every change already brings a resync (events, notifications, links)
         started = last_item = next_refresh = time.monotonic()
         try:
             while not self.stopping.is_set():

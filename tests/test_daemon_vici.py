@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import urllib.request
 
 import pytest
@@ -202,3 +203,25 @@ def test_charons_events_start_the_promotion_latency_of_the_children_they_name(tm
     d._handle("event", ("child-updown", {"up": b"yes", "gw": {"child-sas": "not a section"}}, 400.0))  # malformed: ignored
     assert d.reconciler.announced == {up.key: 100.0, rekeyed.key: 200.0}
     assert d.last_event == 400.0
+
+
+def test_no_resync_while_idle_until_resync_seconds(tmp_path):
+    """Idle, the agent reads charon only every resync_seconds (was every 5 s whatever it said:
+    a full list-sas, two dumps and a reconcile, most of issue 13's idle CPU at hub scale)."""
+    server = ViciTestServer(tmp_path / "charon.vici").start()
+    kernel = MemoryBackend()
+    cfg = config.Config(vici_socket=server.path, status_file=str(tmp_path / "status.json"), resync_seconds=30,
+                        reconnect_max_seconds=0.2)
+    d = Daemon(cfg, backend=kernel, caps=KernelCaps(True, "test", "6.12"))
+    t = threading.Thread(target=d.run, daemon=True)
+    t.start()
+    try:
+        wait_for(lambda: d.reconciler.runs >= 1, what="first resync")
+        time.sleep(6)
+        assert len(server.requests("list-sas")) == 1 and d.reconciler.runs == 1
+        server.emit("child-updown", {"up": "yes", **vici_ike("gw", [])})  # an event: a resync at once
+        wait_for(lambda: len(server.requests("list-sas")) == 2, what="resync on an event")
+    finally:
+        d.stop()
+        t.join(5)
+        server.stop()
