@@ -19,6 +19,7 @@ from .planner import Device
 from .xfrm import constants as c
 from .xfrm import messages as m
 from .xfrm import objects as o
+from .xfrm.counters import SaCounters, counters_of, parse_dump
 from .xfrm.netlink import Request, XfrmError, XfrmSocket
 
 
@@ -60,6 +61,7 @@ def describe(op: Op) -> str:
 
 class Backend(Protocol):
     def dump_states(self) -> list[o.XfrmState]: ...
+    def dump_counters(self) -> list[SaCounters]: ...
     def dump_policies(self) -> list[o.XfrmPolicy]: ...
     def get_state(self, sid: o.StateId) -> o.XfrmState | None: ...
     def apply(self, ops: Sequence[Op]) -> list[XfrmError | None]: ...
@@ -77,6 +79,10 @@ class NetlinkBackend:
     def dump_states(self) -> list[o.XfrmState]:
         msgs = self.sock.dump(c.XFRM_MSG_GETSA, m.xfrm_dump_request_msg(), "dump states")
         return [o.state_from_msg(m) for m in msgs]
+
+    def dump_counters(self) -> list[SaCounters]:
+        """Every state's identity, counters, replay state and offload; no keys (xfrm/counters.py)."""
+        return list(parse_dump(self.sock.dump(c.XFRM_MSG_GETSA, m.xfrm_dump_request_msg(), "dump states", raw=True)))
 
     def dump_policies(self) -> list[o.XfrmPolicy]:
         msgs = self.sock.dump(c.XFRM_MSG_GETPOLICY, m.xfrm_dump_request_msg(), "dump policies")
@@ -150,6 +156,9 @@ class MemoryBackend:
 
     def dump_states(self) -> list[o.XfrmState]:
         return list(self.states.values())
+
+    def dump_counters(self) -> list[SaCounters]:
+        return [counters_of(s) for s in self.states.values()]
 
     def dump_policies(self) -> list[o.XfrmPolicy]:
         return list(self.policies.values())

@@ -235,13 +235,14 @@ class Daemon:
         return self._read_states()[0]
 
     def _read_states(self) -> tuple[list[Any], float]:
-        """One state dump and when it was taken, on the reader socket (or under the lock without one)."""
+        """One lean state dump (counters, no keys) and when it was taken, on the reader socket
+        (or under the lock without one)."""
         if self.reader is None:
             with self.lock:
-                return self.backend.dump_states(), time.monotonic()
+                return self.backend.dump_counters(), time.monotonic()
         with self.reader_lock:
             read_at = time.monotonic()
-            return self.reader.dump_states(), read_at
+            return self.reader.dump_counters(), read_at
 
     def _refresh_held(self) -> None:
         """Keep the copies of offloaded SAs at most HELD_REFRESH_SECONDS old (see Reconciler.refresh_held)."""

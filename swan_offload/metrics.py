@@ -3,7 +3,8 @@
 Counter labels stay bounded (connection, child, uniqueid, direction, device): SPIs change at
 every rekey, so they only appear in an info metric. A scrape reads the kernel's states with
 one dump (which, on kernels >= 6.4, asks each device for its own counters) and never sends
-one request per SA. Nothing here ever sees key material: states are reduced to counters.
+one request per SA. Nothing here ever sees key material: the dump is read lean
+(xfrm/counters.py), key attributes skipped.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from .config import split_listen
 from .reconciler import Outcome
-from .xfrm.objects import XfrmState
+from .xfrm.counters import SaCounters
 
 PREFIX = "swan_offload"
 SA_LABELS = ["connection", "child", "uniqueid", "direction", "device"]
@@ -61,7 +62,7 @@ class Snapshot:
 class AgentCollector(Collector):
     """Builds every family per scrape; ``snapshot`` and ``states`` are the daemon's readers."""
 
-    def __init__(self, snapshot: Callable[[], Snapshot], states: Callable[[], list[XfrmState]], xfrm_stat: Callable[[], dict[str, int]] = read_xfrm_stat) -> None:
+    def __init__(self, snapshot: Callable[[], Snapshot], states: Callable[[], list[SaCounters]], xfrm_stat: Callable[[], dict[str, int]] = read_xfrm_stat) -> None:
         self.snapshot = snapshot
         self.states = states
         self.xfrm_stat = xfrm_stat
@@ -83,7 +84,7 @@ class AgentCollector(Collector):
             stat.add_metric([name], value)
         yield stat
 
-    def _per_sa(self, outcomes: list[Outcome], states: dict[tuple[int, int], XfrmState]) -> Iterator[Metric]:
+    def _per_sa(self, outcomes: list[Outcome], states: dict[tuple[int, int], SaCounters]) -> Iterator[Metric]:
         f = {
             "bytes": CounterMetricFamily(f"{PREFIX}_sa_bytes", "Bytes through the SA, as the kernel (or the device, when offloaded) counts them", labels=SA_LABELS, unit="bytes"),
             "packets": CounterMetricFamily(f"{PREFIX}_sa_packets", "Packets through the SA", labels=SA_LABELS),

@@ -23,6 +23,7 @@ from .capability import KernelCaps
 from .config import Config
 from .model import ChildSA, SaList
 from .xfrm import constants as c
+from .xfrm.counters import SaCounters
 from .xfrm.netlink import XfrmError
 from .xfrm.objects import Algo, LifetimeCur, Secret, XfrmPolicy, XfrmState
 
@@ -278,11 +279,13 @@ class Reconciler:
         self.held[k] = Held(st, child, outbound, self.losses.get(st.offload.ifindex, 0), now, rate)
         return True
 
-    def refresh_held(self, states: list[XfrmState] | None = None, read_at: float | None = None) -> int:
-        """Read the device's sequence numbers and counters of every held SA (one dump).
+    def refresh_held(self, states: list[SaCounters] | None = None, read_at: float | None = None) -> int:
+        """Read the device's sequence numbers and counters of every held SA (one lean dump).
 
         ``states`` is a dump taken at ``read_at`` by the caller (on another socket, so the
         daemon need not hold its lock while the kernel answers); without it, dump here.
+        Only counters and replay state are read (xfrm/counters.py): the copy keeps the keys
+        it was taken with, which an SA never changes.
 
         A device loss restores from the latest read, jumping ahead by what the rate seen
         between reads could have sent since: reads only at reconciles (seconds or minutes
@@ -293,12 +296,15 @@ class Reconciler:
         if not self.held:
             return 0
         if states is None:
-            states, read_at = self.backend.dump_states(), time.monotonic()
+            states, read_at = self.backend.dump_counters(), time.monotonic()
         now = {(s.daddr, s.spi, s.proto): s for s in states if s.offload is not None}
         fresh = 0
         for k, h in list(self.held.items()):
-            st = now.get(k)
-            if st is not None and st.offload == h.state.offload and self._keep(st, h.child, h.outbound, read_at):
+            cnt = now.get(k)
+            if cnt is None or cnt.offload != h.state.offload:
+                continue
+            st = replace(h.state, curlft=cnt.curlft, stats=cnt.stats, replay=cnt.replay, replay_esn=cnt.replay_esn)
+            if self._keep(st, h.child, h.outbound, read_at):
                 fresh += 1
         return fresh
 

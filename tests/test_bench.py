@@ -25,6 +25,11 @@ def test_bench_plan_small():
     assert len([line for line in out.splitlines() if line.split()[0].isdigit()]) == 2, out
 
 
+def test_bench_decode_small():
+    out = run("decode.py", "--sizes", "50")
+    assert out.splitlines()[1].split()[0] == "50", out
+
+
 @pytest.mark.netns
 def test_bench_xfrm_read_small():
     if os.geteuid() != 0:

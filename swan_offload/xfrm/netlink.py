@@ -70,6 +70,7 @@ class Request:
     flags: int = NLM_F_REQUEST | NLM_F_ACK
     what: str = ""
     joined: bool = False
+    raw: bool = False  # replies as the kernel's bytes (whole messages), not decoded
 
 
 # Bytes of requests per datagram. The kernel refuses a datagram larger than the socket's send
@@ -137,16 +138,20 @@ def walk_messages(data: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
         off += (length + 3) & ~3
 
 
+def _decode(mtype: int, chunk: bytes) -> Any:
+    """A whole message as its XFRM message class, or its payload for other types."""
+    cls = MESSAGE_CLASSES.get(mtype)
+    if cls is None:
+        return chunk[_HDR.size :]
+    msg = cls(chunk)
+    msg.decode()
+    return msg
+
+
 def decode_messages(data: bytes) -> Iterator[tuple[int, int, int, int, Any]]:
     """Yield (type, flags, seq, port, decoded XFRM message or raw payload) for each message."""
     for mtype, flags, seq, pid, chunk in walk_messages(data):
-        cls = MESSAGE_CLASSES.get(mtype)
-        if cls is not None:
-            msg = cls(chunk)
-            msg.decode()
-            yield mtype, flags, seq, pid, msg
-        else:
-            yield mtype, flags, seq, pid, chunk[_HDR.size :]
+        yield mtype, flags, seq, pid, _decode(mtype, chunk)
 
 
 def open_netlink(protocol: int, netns: str | None = None) -> socket.socket:
@@ -207,35 +212,35 @@ class XfrmSocket:
                 self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
                 r.msg["header"] = {"type": r.msg_type, "flags": r.flags, "sequence_number": seq, "pid": self.port}
                 r.msg.encode()
-                raw = bytes(r.msg.data)
-                raws.append(raw + b"\0" * ((-len(raw)) % 4))
+                data = bytes(r.msg.data)
+                raws.append(data + b"\0" * ((-len(data)) % 4))
                 seqs.append(seq)
             replies = {s: Reply() for s in seqs}
             whats = dict(zip(seqs, (r.what for r in requests)))
+            undecoded = {s for s, r in zip(seqs, requests) if r.raw}
             for run in chunks([len(x) for x in raws], [r.joined for r in requests]):
                 self.sock.send(b"".join(raws[i] for i in run))
-                self._collect({seqs[i] for i in run}, replies, whats, timeout)
+                self._collect({seqs[i] for i in run}, replies, whats, undecoded, timeout)
             return [replies[s] for s in seqs]
 
-    def _collect(self, pending: set[int], replies: dict[int, Reply], whats: dict[int, str], timeout: float) -> None:
+    def _collect(self, pending: set[int], replies: dict[int, Reply], whats: dict[int, str], raw: set[int], timeout: float) -> None:
         """Read until every request in ``pending`` has its ack (or its dump's end)."""
         while pending:
             ready, _, _ = select.select([self.sock], [], [], timeout)
             if not ready:
                 raise XfrmError(errno_mod.ETIMEDOUT, "no answer from the kernel", whats[min(pending)])
             data = self.sock.recv(self.RECV_SIZE)
-            for mtype, flags, seq, _pid, msg in decode_messages(data):
+            for mtype, flags, seq, _pid, chunk in walk_messages(data):
                 if seq not in replies:
                     continue
+                if mtype not in (NLMSG_ERROR, NLMSG_DONE):
+                    replies[seq].messages.append(chunk if seq in raw else _decode(mtype, chunk))
+                    continue
                 if mtype == NLMSG_ERROR:
-                    err, text = parse_error(msg, flags)
+                    err, text = parse_error(chunk[_HDR.size :], flags)
                     if err:
                         replies[seq].error = XfrmError(err, text, whats[seq])
-                    pending.discard(seq)
-                elif mtype == NLMSG_DONE:
-                    pending.discard(seq)
-                else:
-                    replies[seq].messages.append(msg)
+                pending.discard(seq)
 
     def request(self, req: Request) -> list[Any]:
         reply = self.batch([req])[0]
@@ -243,8 +248,9 @@ class XfrmSocket:
             raise reply.error
         return reply.messages
 
-    def dump(self, msg_type: int, msg: Any, what: str = "dump") -> list[Any]:
-        return self.request(Request(msg_type, msg, NLM_F_REQUEST | NLM_F_DUMP, what))
+    def dump(self, msg_type: int, msg: Any, what: str = "dump", raw: bool = False) -> list[Any]:
+        """Every object of a dump, decoded (or, with ``raw``, each message's bytes)."""
+        return self.request(Request(msg_type, msg, NLM_F_REQUEST | NLM_F_DUMP, what, raw=raw))
 
     # ------------------------------------------------------------ monitor
 

@@ -1,0 +1,81 @@
+"""Hub scale in the lab (issue 13): N CHILD_SAs on swsim with real charon, one JSON object per N.
+
+    .venv/bin/python -m bench.scale --n 10,100,300 [--json]
+
+Each N boots the kernel lab (tests/lab) and runs tests/lab/jobs/scale.sh: N CHILD_SAs under
+one IKE_SA between two charon 5.9.8, the agent on gateway A. Figures (seconds unless named):
+
+  floor_s     one dump + the agent's DELSA/NEWSA/NEWPOLICY messages in socket-sized batches, no logic
+  promote_s   agent start on software SAs -> all N in packet offload
+  idle_cpu_pct, rss_mb   the settled agent over 10 s
+  scrape_s    one Prometheus scrape;  dump_s   one state dump (2N SAs)
+  event_s     one CHILD_SA rekeyed at N -> its successor offloaded (median, max of 3)
+  restart_s, restart_writes   agent restart with all offloaded -> all decided; kernel writes meanwhile
+  restore_s, restore_missing  wan down -> every SA back in the kernel (software); missing after 60 s
+  reoffload_s wan up -> all N in packet offload again (charon rekeys the restored ones)
+
+Ratios that matter are printed too: promote/floor. The lab is emulated (TCG): absolute
+times are inflated, counts are exact. docs/benchmarks.md has the figures and their history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.lab.results import detail, sections  # noqa: E402
+from tests.lab.vm import lab_available, run_job  # noqa: E402
+
+
+def measure(n: int) -> dict[str, object]:
+    script = (ROOT / "tests/lab/jobs/scale.sh").read_text()
+    res = run_job(script, timeout=600 + 12 * n, env={"LAB_SCALE_N": str(n), "LAB_SIM_ARGS": f"max_sa={max(1024, 4 * n + 16)}"})
+    if res.rc != 0:
+        raise RuntimeError(detail(res))
+    sec = sections(res.stdout)
+    fig: dict[str, object] = {"n": n}
+    events = []
+    for line in sec["figures"].splitlines():
+        if not line.startswith("{"):
+            continue
+        row = json.loads(line)
+        if "event_s" in row:
+            events.append(row["event_s"])
+            continue
+        if "writes" in row:
+            row = {"restart_writes": row["writes"]}
+        fig.update({k: v for k, v in row.items() if k not in ("states", "maxrss_mb", "floor_ops", "scrape_bytes")})
+    ok = [e for e in events if e is not None]
+    fig["event_s"] = {"median": statistics.median(ok) if ok else None, "max": max(ok) if ok else None, "lost": len(events) - len(ok)}
+    final = json.loads(sec["final"].strip().splitlines()[-1])
+    fig["final_missing"], fig["final_orphans"] = len(final["missing"]), len(final["orphan_states"])
+    udp = json.loads(sec["udp"].strip().splitlines()[-1])
+    fig["udp_children_ok"] = sum(v == 2 for v in udp.values())
+    if isinstance(fig.get("promote_s"), float) and isinstance(fig.get("floor_s"), float) and fig["floor_s"]:
+        fig["promote_over_floor"] = round(fig["promote_s"] / fig["floor_s"], 1)  # type: ignore[operator]
+    return fig
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", default="10,100", help="comma-separated CHILD_SA counts")
+    ap.add_argument("--json", action="store_true", help="one JSON object per line only")
+    args = ap.parse_args()
+    ok, why = lab_available()
+    if not ok:
+        print(f"lab not available: {why}", file=sys.stderr)
+        return 2
+    for n in (int(x) for x in args.n.split(",")):
+        fig = measure(n)
+        print(json.dumps(fig) if args.json else "  ".join(f"{k}={v}" for k, v in fig.items()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

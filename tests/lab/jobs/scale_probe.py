@@ -1,0 +1,164 @@
+"""Inside the lab VM: the measurements of bench/scale.py (jobs/scale.sh), one JSON line each.
+
+    scale_probe.py floor NS DEV       move every software SA of NS to packet offload on DEV and add
+                                      an offloaded twin of each OUT policy, as the agent would, in
+                                      one apply() (socket-sized datagrams), no logic; then undo it
+    scale_probe.py decided N START    wait until the agent's status has N CHILD_SAs in packet offload;
+                                      seconds since START (wall clock, when the agent was started)
+    scale_probe.py writes NS SECONDS  count XFRM config notifications in NS for SECONDS (the
+                                      agent's kernel writes while it restarts)
+    scale_probe.py cpu PID SECONDS    CPU % of one core that PID used over SECONDS, and its RSS
+    scale_probe.py dump NS            one state dump of NS, timed
+    scale_probe.py restore NS START   after a device loss at START (wall clock): seconds until every
+                                      SA charon lists is in NS's kernel again (60 s at most), and how
+                                      many are missing then
+    scale_probe.py scrape             one scrape of the agent's metrics, timed
+    scale_probe.py event NS NAME      rekey CHILD_SA NAME of IKE_SA "many" over gwa's VICI; seconds
+                                      until status shows its successor in packet offload
+No key material is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from dataclasses import replace
+
+from swan_offload import planner as pl
+from swan_offload.backend import AddPolicy, AddState, DelPolicy, DelState, NetlinkBackend
+from swan_offload.vici_source import list_children, rekey_child
+from swan_offload.xfrm import constants as c
+from swan_offload.xfrm import objects as o
+from swan_offload.xfrm.netlink import XfrmSocket
+
+STATUS = "/run/so-status.json"
+
+
+def out(**kw: object) -> None:
+    print(json.dumps(kw), flush=True)
+
+
+def floor(ns: str, dev: str) -> None:
+    b = NetlinkBackend(ns)
+    ifindex = b.devices()[1][dev].ifindex
+    t0 = time.monotonic()
+    states, policies = b.dump_states(), b.dump_policies()
+    moves, undo = [], []
+    for s in states:
+        inbound = s.saddr == "192.0.2.2"
+        off = o.Offload(ifindex, c.XFRM_OFFLOAD_PACKET | (c.XFRM_OFFLOAD_INBOUND if inbound else 0))
+        moved = pl.moved_state(s, off, not inbound, 0)
+        moves += [DelState(s.id), AddState(moved)]
+        undo += [DelState(s.id), AddState(replace(moved, offload=None))]
+    twins = [replace(p, sel=replace(p.sel, user=pl.AGENT_TAG), priority=1000 + i, index=0, curlft=o.LifetimeCur(),
+                     templates=tuple(replace(t, spi=0) for t in p.templates), offload=o.Offload(ifindex, c.XFRM_OFFLOAD_PACKET))
+             for i, p in enumerate(x for x in policies if x.dir == c.XFRM_POLICY_OUT and x.templates)]
+    errs = b.apply(moves + [AddPolicy(p) for p in twins])
+    took = time.monotonic() - t0
+    bad = sum(e is not None for e in errs)
+    b.apply(undo + [DelPolicy(p.id) for p in twins])
+    out(floor_s=round(took, 3), floor_ops=len(errs), floor_errors=bad)
+
+
+def decided(n: int, start: float, limit: float = 1800) -> None:
+    rows: list[dict] = []
+    while time.time() - start < limit:
+        try:
+            rows = json.load(open(STATUS))["children"]
+        except (OSError, ValueError):
+            rows = []
+        if sum(r["mode"] == "packet" for r in rows) >= n:
+            out(seconds=round(time.time() - start, 3))
+            return
+        time.sleep(0.1)
+    out(seconds=None, packet=sum(r["mode"] == "packet" for r in rows))
+
+
+def writes(ns: str, seconds: float) -> None:
+    mon = XfrmSocket(groups=(c.XFRMNLGRP_SA, c.XFRMNLGRP_POLICY), netns=ns)
+    kinds = {c.XFRM_MSG_NEWSA, c.XFRM_MSG_DELSA, c.XFRM_MSG_UPDSA, c.XFRM_MSG_NEWPOLICY, c.XFRM_MSG_DELPOLICY, c.XFRM_MSG_UPDPOLICY}
+    print("ready", file=sys.stderr, flush=True)
+    n, end = 0, time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        n += sum(1 for mtype, _pid, _m in mon.events(timeout=left) if mtype in kinds)
+    out(writes=n)
+
+
+def cpu(pid: int, seconds: float) -> None:
+    def ticks() -> int:
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return int(f[11]) + int(f[12])
+
+    hz = 100
+    a = ticks()
+    time.sleep(seconds)
+    rss = next(int(line.split()[1]) for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS:"))
+    out(idle_cpu_pct=round(100.0 * (ticks() - a) / hz / seconds, 1), rss_mb=round(rss / 1024, 1))
+
+
+def dump(ns: str) -> None:
+    b = NetlinkBackend(ns)
+    t0 = time.monotonic()
+    n = len(b.dump_states())
+    out(dump_s=round(time.monotonic() - t0, 3), states=n, maxrss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+
+
+def restore(ns: str, start: float, limit: float = 60) -> None:
+    want = {(ch.spi_in, ch.spi_out) for ch in list_children(f"/run/{ns}/charon.vici") if ch.state == "INSTALLED"}
+    spis = {spi for pair in want for spi in pair}
+    b = NetlinkBackend(ns)
+    missing = len(spis)
+    while time.time() - start < limit:
+        missing = len(spis - {s.spi for s in b.dump_states()})
+        if not missing:
+            out(restore_s=round(time.time() - start, 3), restore_missing=0)
+            return
+        time.sleep(0.2)
+    out(restore_s=None, restore_missing=missing)
+
+
+def scrape() -> None:
+    import urllib.request
+
+    t0 = time.monotonic()
+    with urllib.request.urlopen("http://127.0.0.1:9814/metrics", timeout=60) as r:
+        n = len(r.read())
+    out(scrape_s=round(time.monotonic() - t0, 3), scrape_bytes=n)
+
+
+def event(ns: str, name: str) -> None:
+    (ch,) = [x for x in list_children(f"/run/{ns}/charon.vici") if x.name == name and x.state == "INSTALLED"]
+    t0 = time.monotonic()
+    rekey_child(f"/run/{ns}/charon.vici", ch.uniqueid)
+    while time.monotonic() - t0 < 120:
+        try:
+            rows = json.load(open(STATUS))["children"]
+        except (OSError, ValueError):
+            rows = []
+        if any(r["child"] == name and r["uniqueid"] != ch.uniqueid and r["mode"] == "packet" for r in rows):
+            out(event_s=round(time.monotonic() - t0, 3))
+            return
+        time.sleep(0.05)
+    out(event_s=None)
+
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "floor":
+        floor(args[0], args[1])
+    elif cmd == "decided":
+        decided(int(args[0]), float(args[1]))
+    elif cmd == "writes":
+        writes(args[0], float(args[1]))
+    elif cmd == "cpu":
+        cpu(int(args[0]), float(args[1]))
+    elif cmd == "dump":
+        dump(args[0])
+    elif cmd == "restore":
+        restore(args[0], float(args[1]))
+    elif cmd == "scrape":
+        scrape()
+    elif cmd == "event":
+        event(args[0], args[1])
