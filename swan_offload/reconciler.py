@@ -299,12 +299,18 @@ class Reconciler:
             states, read_at = self.backend.dump_counters(), time.monotonic()
         now = {(s.daddr, s.spi, s.proto): s for s in states if s.offload is not None}
         fresh = 0
+        at = time.monotonic() if read_at is None else read_at
         for k, h in list(self.held.items()):
             cnt = now.get(k)
-            if cnt is None or cnt.offload != h.state.offload:
+            if cnt is None or cnt.offload != h.state.offload or at < h.read_at:
                 continue
-            st = replace(h.state, curlft=cnt.curlft, stats=cnt.stats, replay=cnt.replay, replay_esn=cnt.replay_esn)
-            if self._keep(st, h.child, h.outbound, read_at):
+            old = h.state
+            if (cnt.replay, cnt.replay_esn, cnt.curlft, cnt.stats) == (old.replay, old.replay_esn, old.curlft, old.stats):
+                h.read_at, h.rate = at, 0.0  # nothing moved (an idle SA): the copy is current as it is
+                fresh += 1
+                continue
+            st = replace(old, curlft=cnt.curlft, stats=cnt.stats, replay=cnt.replay, replay_esn=cnt.replay_esn)
+            if self._keep(st, h.child, h.outbound, at):
                 fresh += 1
         return fresh
 

@@ -569,3 +569,19 @@ def test_a_device_is_probed_once_per_sa_shape_not_once_per_child():
     k.policies.update({(p.sel, p.dir, p.mark, p.if_id): p for p in policies})
     r.reconcile([*kids, fresh])
     assert r.outcomes[fresh.key].mode == "packet" and len(probes()) == 4
+
+
+def test_an_idle_held_copy_is_kept_as_it_is_only_its_read_time_moves():
+    """At idle nothing an SA counts changes: the refresh keeps the copy (no rebuild per SA per
+    second, the agent's idle CPU at hub scale) and only marks when it was read; traffic again
+    is measured from that read."""
+    ch, k, r, key_out = offloaded(seq_margin=8)
+    t = time.monotonic()
+    device_sends(k, key_out, 100)
+    r.refresh_held(k.dump_counters(), t + 10.0)
+    copy = r.held[key_out].state
+    assert r.refresh_held(k.dump_counters(), t + 11.0) == 2
+    assert r.held[key_out].state is copy and r.held[key_out].read_at == t + 11.0 and r.held[key_out].rate == 0.0
+    device_sends(k, key_out, 50)
+    assert r.refresh_held(k.dump_counters(), t + 13.0) == 2
+    assert r.held[key_out].state.replay.oseq == copy.replay.oseq + 50 and r.held[key_out].rate == 25.0
