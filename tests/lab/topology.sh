@@ -172,9 +172,10 @@ LAB_SO="$LAB_DIR/../../.venv/bin/swan-offload"
 LAB_PY="$LAB_DIR/../../.venv/bin/python"
 
 # lab_agent_conf [RULES...]: write /run/so.toml for gwa's charon; each RULE is "match fallback [mode]".
-# LAB_AGENT_EXTRA: more lines for the [agent] table (e.g. "seq_margin = 8").
+# LAB_AGENT_EXTRA: more lines for the [agent] table (e.g. "seq_margin = 8"); LAB_RESYNC_SECONDS:
+# the idle resync (2 here, so scenarios catch up fast; the shipped default is 300).
 lab_agent_conf() {
-    printf '[vici]\nsocket = "/run/gwa/charon.vici"\nreconnect_max_seconds = 1\n[agent]\nstatus_file = "/run/so-status.json"\nresync_seconds = 2\n%s\n' "${LAB_AGENT_EXTRA:-}" >/run/so.toml
+    printf '[vici]\nsocket = "/run/gwa/charon.vici"\nreconnect_max_seconds = 1\n[agent]\nstatus_file = "/run/so-status.json"\nresync_seconds = %s\n%s\n' "${LAB_RESYNC_SECONDS:-2}" "${LAB_AGENT_EXTRA:-}" >/run/so.toml
     local r m f mode
     for r in "$@"; do
         read -r m f mode <<<"$r"

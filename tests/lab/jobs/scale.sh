@@ -15,7 +15,7 @@ lab_section figures
 ip netns exec gwa $P dump gwa
 ip netns exec gwa $P floor gwa wan
 # the agent on software SAs: start -> all N in packet offload
-lab_agent_conf "many/* software"
+LAB_RESYNC_SECONDS=300 lab_agent_conf "many/* software"  # the shipped idle resync, as an operator runs it
 start=$(date +%s.%N); lab_agent_start
 ip netns exec gwa $P decided "$N" "$start" | sed 's/"seconds"/"promote_s"/'
 lab_agent_settled 2000

@@ -1,0 +1,28 @@
+"""Issue 13's benchmark at small N, so it keeps working (bench/scale.py, jobs/scale.sh).
+
+Its figures are printed, not asserted (the lab is emulated); what is asserted are counts:
+everything offloaded, no kernel write on a restart with everything offloaded, nothing
+missing after a device flap, traffic on every CHILD_SA.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo, for bench/ (plain `pytest` leaves it out)
+from bench import scale  # noqa: E402
+
+pytestmark = pytest.mark.lab
+
+
+def test_scale_bench_at_ten(lab_run_job):
+    fig = scale.measure(10)
+    print(json.dumps(fig))
+    assert fig["floor_errors"] == 0 and fig["promote_s"] is not None and fig["restart_s"] is not None, fig
+    assert fig["restart_writes"] == 0 and fig["restore_missing"] == 0 and fig["reoffload_s"] is not None, fig
+    assert fig["event_s"]["lost"] == 0 and fig["final_missing"] == fig["final_orphans"] == 0, fig
+    assert fig["udp_children_ok"] == 10, fig
