@@ -304,6 +304,8 @@ def test_kernel_6_12_accepts_clear_packets_matching_an_offloaded_in_policy(sim_j
 
     assert section_json(sec, "software") == {"4500": 0} and mismatches("software") == 5, sec
     assert section_json(sec, "packet") == {"4500": 5} and mismatches("packet") == 5, sec
+    # swsim takes a cross-family tunnel SA at add time, as mlx5 does: refusing it is the agent's job
+    assert sec["cross_family"].split() == ["accepted", "1"], sec["cross_family"]
 
 
 MATRIX = {  # child: (what it is, the mode it must end in, its cause)

@@ -65,11 +65,6 @@ static struct sk_buff *swsim_frame(struct net_device *dev, unsigned int len, __b
 	return skb;
 }
 
-static __be16 ethertype_of(const u8 *ip)
-{
-	return (ip[0] >> 4) == 6 ? htons(ETH_P_IPV6) : htons(ETH_P_IP);
-}
-
 /*
  * Transmit: @skb is a plain frame (Ethernet + IP) the policies sent to @sa.
  * Returns the ESP frame (MACs left for the wire to set); @skb is consumed.
@@ -415,7 +410,10 @@ struct sk_buff *swsim_esp_decap(struct net_device *dev, struct sk_buff *skb)
 	if (sa->x->props.mode == XFRM_MODE_TUNNEL) {
 		if (!inner || (nexthdr != IPPROTO_IPIP && nexthdr != IPPROTO_IPV6))
 			goto drop;
-		out = swsim_frame(dev, inner, ethertype_of(payload));
+		/* as mlx5's RX reformat (ipsec_fs.c): the Ethernet header it writes back carries the
+		 * outer family's ethertype, so the inner packet of a cross-family tunnel is misread
+		 * and dropped by the stack (InHdrErrors); same-family tunnels are unaffected */
+		out = swsim_frame(dev, inner, eth_hdr(skb)->h_proto);
 		if (!out)
 			goto drop;
 		memcpy(out->data + ETH_HLEN, payload, inner);
