@@ -61,6 +61,7 @@ class Config:
     control_socket: str = ""  # "" opens none (a config file, even an empty one, defaults to DEFAULT_CONTROL)
     rules: tuple[Rule, ...] = field(default_factory=lambda: (Rule(),))
     ike_addresses: tuple[str, ...] = ()  # local IKE addresses beyond those of charon's IKE_SAs
+    restore_max_pps: int = 16_000_000  # the most packets per second one SA can send in the device
 
     def rule_for(self, conn: str, child: str) -> Rule:
         """First matching rule wins; with none, the CHILD_SA is left alone."""
@@ -138,6 +139,9 @@ def parse(text: str, path: str = "<string>") -> Config:
     margin = _take(agent, "seq_margin", int, path, "agent.", 65536)
     if not 0 <= margin < 1 << 31:
         raise ConfigError(path, "agent.seq_margin", "must be in 0..2^31")
+    max_pps = _take(agent, "restore_max_pps", int, path, "agent.", 16_000_000)
+    if not 0 < max_pps < 1 << 31:
+        raise ConfigError(path, "agent.restore_max_pps", "must be in 1..2^31")
     status_file = _take(agent, "status_file", str, path, "agent.", Config.status_file)
     resync = float(_take(agent, "resync_seconds", (int, float), path, "agent.", 300))
     if resync <= 0:
@@ -171,7 +175,7 @@ def parse(text: str, path: str = "<string>") -> Config:
         )
         _no_leftovers(r, path, where)
         rules.append(rule)
-    return Config(path, sock, recon, level, top, bypass, tuple(ports), margin, status_file, resync, rekey_restored, listen, control, tuple(rules), tuple(ike_addrs))
+    return Config(path, sock, recon, level, top, bypass, tuple(ports), margin, status_file, resync, rekey_restored, listen, control, tuple(rules), tuple(ike_addrs), max_pps)
 
 
 def load(path: str | Path) -> Config:

@@ -585,3 +585,23 @@ def test_an_idle_held_copy_is_kept_as_it_is_only_its_read_time_moves():
     device_sends(k, key_out, 50)
     assert r.refresh_held(k.dump_counters(), t + 13.0) == 2
     assert r.held[key_out].state.replay.oseq == copy.replay.oseq + 50 and r.held[key_out].rate == 25.0
+
+
+def test_a_copy_with_no_rate_yet_still_jumps_past_all_the_device_could_send():
+    """Seen in CI: an SA moved while traffic ran, lost 0.7 s later before any refresh read it;
+    its copy had no rate, the jump was seq_margin only, and 6 sequence numbers went out twice.
+    The jump covers restore_max_pps for the time from the last read to the loss."""
+    ch, k, r, key_out = offloaded(seq_margin=8, restore_max_pps=1000)
+    copy = r.held[key_out]
+    assert copy.rate == 0.0
+    device_sends(k, key_out, 14)  # unseen by the agent
+    sent = k.states[key_out].replay.oseq
+    copy.read_at -= 0.7  # the last read was 0.7 s before the loss
+    _device_goes_down(k)
+    r.link_changed(ETH.ifindex, False)
+    time.sleep(0.3)  # the restore comes later; the device sent nothing after the loss
+    r.reconcile([ch])
+    back = {s.spi: s for s in k.states.values()}[ch.spi_out]
+    assert back.offload is None and back.replay.oseq > sent
+    # 0.7 s at 1000/s, plus the margin; the time after the loss is not counted
+    assert 8 + 700 <= back.replay.oseq - copy.state.replay.oseq <= 8 + 760, back.replay.oseq - copy.state.replay.oseq
