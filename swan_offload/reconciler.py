@@ -112,6 +112,11 @@ def probe_shape(st: XfrmState) -> tuple[Any, ...]:
             st.sec_ctx is not None, st.sa_dir)
 
 
+def _sa_list(sas: SaList | list[ChildSA]) -> SaList:
+    """A plain list of CHILD_SAs (tests, the CLI) as a complete list-sas answer."""
+    return sas if isinstance(sas, SaList) else SaList(list(sas))
+
+
 class Reconciler:
     def __init__(self, backend: Backend, cfg: Config, caps: KernelCaps) -> None:
         self.backend = backend
@@ -161,7 +166,7 @@ class Reconciler:
         )
 
     def plan(self, sas: SaList | list[ChildSA]) -> pl.Plan:
-        sas = sas if isinstance(sas, SaList) else SaList(list(sas))
+        sas = _sa_list(sas)
         return pl.plan(sas.children, self.cfg, self.view(), sas.ikes, self._frozen(sas)[0], self.ike_ports)
 
     def _frozen(self, sas: SaList) -> tuple[pl.Frozen, set[tuple[str, int]]]:
@@ -189,7 +194,7 @@ class Reconciler:
         A list-sas entry that did not parse changes nothing of its IKE_SA: only a CHILD_SA
         that a readable entry no longer lists is retired.
         """
-        sas = sas if isinstance(sas, SaList) else SaList(list(sas))
+        sas = _sa_list(sas)
         children = sas.children
         frozen, kept = self._frozen(sas)
         self.runs += 1
@@ -243,8 +248,8 @@ class Reconciler:
         if up:
             self.down.discard(ifindex)
             return
-        self.accepted = {k for k in self.accepted if k[0] != ifindex}  # a device back from down is asked anew
         if ifindex not in self.down:
+            self.accepted = {k for k in self.accepted if k[0] != ifindex}  # a device back from down is asked anew
             self.down.add(ifindex)
             self.lost_at[ifindex] = time.monotonic()  # the device sent nothing after this
             self.losses[ifindex] = self.losses.get(ifindex, 0) + 1
