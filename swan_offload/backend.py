@@ -100,7 +100,8 @@ class NetlinkBackend:
         reqs = []
         for i, op in enumerate(ops):
             if isinstance(op, AddState):
-                # the NEWSA of a move leaves with its DELSA: no moment without the SA between datagrams
+                # the NEWSA of a move leaves in the DELSA's datagram: the kernel handles both under one
+                # hold of its XFRM config mutex, so no other change (charon's) comes in between
                 prev = ops[i - 1] if i else None
                 joined = isinstance(prev, DelState) and prev.id == op.state.id
                 reqs.append(Request(c.XFRM_MSG_NEWSA, o.state_to_msg(op.state), what=describe(op), joined=joined))
