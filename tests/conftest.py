@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -32,3 +33,12 @@ def netns():
         yield name
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture(autouse=True)
+def _agent_log_handler_goes_with_its_test():
+    """cli.main installs the agent's stderr handler on the root logger; pytest closes that
+    test's stderr afterwards, and a later test's threads would log into the closed file."""
+    yield
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != "swan-offload"]

@@ -29,6 +29,12 @@ t = sorted(a[2] for a in json.load(open("/run/udp.times")))
 print(json.dumps({"longest_gap": round(max((b - a for a, b in zip(t, t[1:])), default=0), 3)}))'
 lab_section xfrm_stat; ip netns exec gwa cat /proc/net/xfrm_stat
 lab_section xfrm_stat_b; ip netns exec gwb cat /proc/net/xfrm_stat
+# the device's own drops (swsim: a frame matching an offloaded OUT policy whose SA is not on
+# the device yet, or one it could not decrypt), both ends of the wire
+lab_section link_drops; for ns in gwa gwb; do ip -n $ns -s -j link show wan; done | "$LAB_PY" -c '
+import json, sys
+rows = [json.loads(l)[0]["stats64"] for l in sys.stdin if l.strip()]
+print(json.dumps({"tx_dropped": sum(r["tx"]["dropped"] for r in rows), "rx_dropped": sum(r["rx"]["dropped"] for r in rows)}))'
 sleep $((LAB_DELETE_REKEYED_DELAY + 2))
 lab_agent_settled
 lab_check lifetime
