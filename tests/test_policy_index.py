@@ -51,3 +51,24 @@ def test_index_equals_a_scan_of_every_policy(seed):
                   and any(t.reqid == reqid for t in q.templates)]
         assert idx.charon(reqid) == charon
         assert idx.agent(reqid) == [q for q in pols if pl.is_agent_policy(q) and any(t.reqid == reqid for t in q.templates)]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_index_kept_by_add_and_remove_answers_as_one_built_anew(seed):
+    """The kernel mirror keeps one index for the agent's life, one notification at a time."""
+    rng = random.Random(seed)
+    pool = random_policies(rng, 300)
+    idx = PolicyIndex(pool[:100], pl.is_agent_policy)
+    present = list(pool[:100])
+    for p in pool[100:]:
+        if present and rng.random() < 0.4:
+            gone = present.pop(rng.randrange(len(present)))
+            idx.remove(gone)
+        present.append(p)
+        idx.add(p)
+    fresh = PolicyIndex(present, pl.is_agent_policy)
+    for p in pool:
+        assert {id(q) for q in idx.overlapping(p)} == {id(q) for q in fresh.overlapping(p)}
+    for reqid in range(1, 30):
+        assert sorted(map(id, idx.charon(reqid))) == sorted(map(id, fresh.charon(reqid)))
+        assert sorted(map(id, idx.agent(reqid))) == sorted(map(id, fresh.agent(reqid)))
