@@ -1,10 +1,11 @@
 """The daemon: VICI events and XFRM notifications in, one reconcile at a time out.
 
-Two reader threads (VICI listener, XFRM monitor) only enqueue; the main thread
-is the single writer to the kernel. Any burst of events leads to one resync
-from ``list-sas`` plus one kernel dump, so the reconcile is the same code on
-start, after a reconnect, after a rekey and after a crash: restart-safe by
-construction.
+Two reader threads (VICI listener, XFRM monitor) only enqueue; the main thread is the
+single writer to the kernel (but for the monitor's rekey follower). A burst of events
+names its IKE_SAs: only those are asked of charon (``list-sas`` by ``ike-id``) and planned,
+against the kernel mirror the monitor keeps. A full resync (``list-sas`` of everything,
+one dump) runs at start, after a reconnect, a device event, lost notifications, and every
+``resync_seconds`` as the safety net: the same planner and reconciler either way.
 """
 
 from __future__ import annotations
@@ -16,18 +17,18 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import capability, control, metrics, model, sdnotify, vici_source
 from .backend import Backend, NetlinkBackend
+from .charon_mirror import CharonMirror, Scope, event_scope
 from .config import Config
 from .links import LinkMonitor
+from .mirror import Change
+from .monitor import XfrmMonitor
 from .reconciler import Reconciler
-from .xfrm import constants as c
 from .xfrm import objects as o
-from .xfrm.netlink import XfrmSocket
 
 log = logging.getLogger("swan_offload.daemon")
 
@@ -41,39 +42,8 @@ READY_WITHOUT_CHARON_SECONDS = 5.0
 # TimeoutStartSec), systemd is asked for this much more time, every EXTEND_EVERY seconds
 EXTEND_SECONDS = 30.0
 EXTEND_EVERY = 10.0
-XFRM_TRIGGERS = {c.XFRM_MSG_NEWSA, c.XFRM_MSG_DELSA, c.XFRM_MSG_UPDSA, c.XFRM_MSG_EXPIRE, c.XFRM_MSG_NEWPOLICY, c.XFRM_MSG_DELPOLICY, c.XFRM_MSG_UPDPOLICY, c.XFRM_MSG_FLUSHSA, c.XFRM_MSG_FLUSHPOLICY}
-
-
-class XfrmMonitor(threading.Thread):
-    """Enqueues XFRM notifications not caused by the agent itself (by sender port).
-
-    A new SA is also handed to ``on_new_state`` right here: following a rekey of an offloaded
-    CHILD_SA cannot wait for the main thread, which may be inside a slow list-sas.
-    """
-
-    def __init__(self, q: queue.Queue[Any], own_port: int, netns: str | None = None, on_new_state: Callable[[Any], None] | None = None) -> None:
-        super().__init__(name="xfrm-monitor", daemon=True)
-        self.q = q
-        self.on_new_state = on_new_state
-        self.own_port = own_port
-        self.sock = XfrmSocket(groups=(c.XFRMNLGRP_SA, c.XFRMNLGRP_POLICY, c.XFRMNLGRP_EXPIRE), netns=netns)
-        self.stopping = threading.Event()
-        self.seen = 0
-
-    def stop(self) -> None:
-        self.stopping.set()
-
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            for mtype, pid, msg in self.sock.events(timeout=0.5):
-                self.seen += 1
-                if mtype < 0 or (mtype in XFRM_TRIGGERS and pid != self.own_port):
-                    if self.on_new_state and mtype in (c.XFRM_MSG_NEWSA, c.XFRM_MSG_UPDSA):
-                        self.on_new_state(msg)
-                    self.q.put(("xfrm", mtype))
-                if self.stopping.is_set():
-                    break
-        self.sock.close()
+# the status file is rewritten at most this often after an event (a full resync always writes it)
+STATUS_EVERY = 1.0
 
 
 class Daemon:
@@ -92,6 +62,12 @@ class Daemon:
         self.reader: NetlinkBackend | None = NetlinkBackend(netns) if port is not None else None
         self.reader_lock = threading.Lock()
         self.monitor = XfrmMonitor(self.q, port, netns, self._follow) if port is not None else None
+        self.reconciler.mirror_fed = self.monitor is not None
+        self.charon = CharonMirror()
+        self.full_due = True  # the next sync reads everything
+        self.scope = Scope()  # what events named since the last sync
+        self.status_due = 0.0  # a status write left for later (monotonic time it was due), 0: none
+        self.last_status = 0.0
         self.links = LinkMonitor(self.q, netns) if port is not None else None
         self.stopping = threading.Event()
         self.connected = False
@@ -137,6 +113,9 @@ class Daemon:
                 if now >= next_refresh:
                     self._refresh_held()
                     next_refresh = now + HELD_REFRESH_SECONDS
+                if self.status_due and now - self.last_status >= STATUS_EVERY:
+                    self.write_status()
+                    self._tell_systemd(self._summary())
                 try:
                     kind, payload = self.q.get(timeout=max(0.0, min(last_item + idle, next_refresh) - now))
                     last_item = time.monotonic()
@@ -177,9 +156,11 @@ class Daemon:
         return 0
 
     def _handle(self, kind: str, payload: Any) -> bool:
+        """Note what a queue item asks for (a full resync, or some IKE_SAs); True if any."""
         if kind == "connected":
             self.connected = True
             self._on_connect()
+            self.full_due = True
             return True
         if kind == "disconnected":
             self.connected = False
@@ -191,11 +172,32 @@ class Daemon:
             self.last_event = at
             log.info("event %s", vici_source.describe_event(name, msg))
             self._announced(name, msg, at)
+            named = event_scope(name, msg)
+            if named is None:
+                self.full_due = True
+            else:
+                self.scope |= named
             return True
-        if kind == "link" and payload is not None:
-            with self.lock:
-                self.reconciler.link_changed(*payload)
-        return kind in ("xfrm", "timer", "link")
+        if kind == "xfrm":
+            # someone else changed the kernel: the IKE_SAs holding those reqids are planned again
+            # (reqids no CHILD_SA of charon's has yet are a new CHILD_SA's: its event follows)
+            if payload is None:
+                self.full_due = True
+                return True
+            return True  # the mirror tells which CHILD_SAs, from the objects' reqids old and new (touched)
+        if kind == "link":
+            if payload is not None:
+                ifindex, up = payload
+                with self.lock:
+                    self.reconciler.link_changed(ifindex, up)
+                if not up:  # the kernel dropped the device's offloaded objects without a notification
+                    self.reconciler.mirror.invalidate(f"device #{ifindex} went down")
+            self.full_due = True
+            return True
+        if kind == "timer":
+            self.full_due = True
+            return True
+        return False
 
     def _announced(self, name: str, msg: Any, at: float) -> None:
         """charon says a CHILD_SA is up (or a rekey made one): its promotion latency starts here."""
@@ -210,7 +212,7 @@ class Daemon:
             return  # the resync that follows reads list-sas, which says what is what
         with self.lock:
             for ch in kids:
-                self.reconciler.announced.setdefault(ch.key, at)
+                self.reconciler.ledger.announce(ch.key, at)
 
     def _serve_metrics(self) -> None:
         if not self.cfg.metrics_listen:
@@ -227,8 +229,8 @@ class Daemon:
         """HTTP thread: the reconciler's records, copied under the lock."""
         with self.lock:
             r = self.reconciler
-            latencies, r.latencies = r.latencies, []
-            agent = metrics.Agent(self.connected, self.last_event, r.runs, r.drift_repaired, self.monitor.seen if self.monitor else 0, dict(r.decisions), latencies, self.unreadable)
+            latencies = r.ledger.take_latencies()
+            agent = metrics.Agent(self.connected, self.last_event, r.runs, r.drift_repaired, self.monitor.seen if self.monitor else 0, dict(r.ledger.decisions), latencies, self.unreadable)
             return metrics.Snapshot(list(r.outcomes.values()), agent)
 
     def _metrics_states(self) -> list[Any]:
@@ -297,20 +299,79 @@ class Daemon:
                 return
 
     def _sync(self) -> bool:
+        """A full resync when one is due (or the mirrors cannot serve), else the IKE_SAs the
+        events since the last one named. False if charon could not be read."""
+        mirror = self.reconciler.mirror
+        if self.full_due or not self.charon.loaded or not (mirror.valid or self.monitor is None):
+            return self._sync_all()
+        for _round in range(3):
+            scope, self.scope = self.scope, Scope()
+            # the CHILD_SAs whose kernel objects others changed (old and new reqids, mirror.py):
+            # asked of charon too, so a rekeyed one charon deleted since is known gone
+            self._catch_up()
+            self._apply_inbox()
+            scope |= self.charon.scope_of_reqids(mirror.take_touched())
+            if not mirror.valid:  # the stream broke: read everything
+                self.full_due = True
+                return False
+            if not scope:
+                return True
+            try:
+                answer = vici_source.list_sas(self.cfg.vici_socket, scope.queries())
+            except vici_source.VICI_ERRORS as e:
+                log.warning("list-sas of %d IKE_SA/CHILD_SA(s) failed: %s", len(scope.queries()), e)
+                self.scope |= scope
+                return False
+            self._note_unreadable(answer, scoped=True)
+            self.charon.update(scope, answer)
+            self._catch_up()
+            try:
+                with self.lock:
+                    self._apply_inbox()
+                    if not mirror.valid:
+                        self.full_due = True
+                        return False
+                    self.reconciler.reconcile_scope(self.charon, scope)
+            except OSError as e:
+                self.sync_errors += 1
+                self.full_due = True
+                log.error("reconcile failed: %s", e)
+                return False
+            self.last_sync = time.time()
+            self._status_changed()
+            self._rekey_restored()
+            if not mirror.touched and not self.scope:
+                break
+        return True
+
+    def _sync_all(self) -> bool:
+        """list-sas of everything, the kernel mirror reloaded from one dump, one reconcile."""
         try:
             sas = vici_source.list_sas(self.cfg.vici_socket)
         except vici_source.VICI_ERRORS as e:
             log.warning("list-sas failed: %s", e)
             return False
-        for err in sas.errors:
-            log.error("list-sas: %s; that IKE_SA's kernel objects are left as they are", err)
-        self.unreadable += len(sas.errors)
-        self.last_unreadable = list(sas.errors)
+        self._note_unreadable(sas, scoped=False)
+        self.full_due, self.scope = False, Scope()
+        self.charon.load(sas)
         try:
+            if self.monitor is not None:
+                # the dump goes after every notification sent before it: those after it replay
+                # onto it, which converges (mirror.py)
+                self._catch_up()
+                self._apply_inbox()
+                wrong = self.reconciler.reload()
+                # what changed while the dump ran is no fault of the mirror's
+                self._catch_up()
+                wrong -= {(ch.kind, ch.key) for ch in self.monitor.inbox if isinstance(ch, Change)}
+                if wrong:
+                    self.reconciler.mirror.drift += len(wrong)
+                    log.warning("kernel mirror differed from the kernel in %d object(s); reloaded", len(wrong))
             with self.lock:
                 self.reconciler.reconcile(sas)
         except OSError as e:
             self.sync_errors += 1
+            self.full_due = True
             log.error("reconcile failed: %s", e)
             return False
         self.last_sync = time.time()
@@ -318,6 +379,39 @@ class Daemon:
         self._tell_systemd(self._summary())
         self._rekey_restored()
         return True
+
+    def _note_unreadable(self, sas: model.SaList, scoped: bool) -> None:
+        for err in sas.errors:
+            log.error("list-sas: %s; that IKE_SA's kernel objects are left as they are", err)
+        self.unreadable += len(sas.errors)
+        if not scoped or sas.errors:
+            self.last_unreadable = list(sas.errors)
+
+    def _catch_up(self) -> None:
+        """Wait until the monitor has queued every notification sent so far (not holding the
+        lock: the monitor's follower may be waiting for it)."""
+        if self.monitor is not None and not self.monitor.barrier():
+            self.reconciler.mirror.invalidate("the XFRM monitor did not answer")
+
+    def _apply_inbox(self) -> None:
+        """The queued notifications into the kernel mirror, in the kernel's order."""
+        if self.monitor is None:
+            return
+        inbox, mirror = self.monitor.inbox, self.reconciler.mirror
+        while inbox:
+            ch = inbox.popleft()
+            if isinstance(ch, Change):
+                mirror.apply(ch)
+            else:
+                mirror.invalidate(ch)
+
+    def _status_changed(self) -> None:
+        """After an event: the status file and systemd's STATUS at most every STATUS_EVERY."""
+        if time.monotonic() - self.last_status >= STATUS_EVERY:
+            self.write_status()
+            self._tell_systemd(self._summary())
+        elif not self.status_due:
+            self.status_due = time.monotonic()
 
     def _summary(self) -> str:
         modes = Counter(out.mode for out in self.reconciler.outcomes.values())
@@ -358,6 +452,8 @@ class Daemon:
                 "packet_offload": self.caps.packet_offload,
                 "kernel_reason": self.caps.reason,
                 "reconcile_runs": self.reconciler.runs,
+                "scoped_reconciles": self.reconciler.scoped_runs,  # of those, an event's IKE_SAs only
+                "kernel_mirror": self._mirror_status(),
                 "last_sync": round(self.last_sync, 3),
                 "last_event": round(self.last_event, 3),
                 "refusing_devices": {str(k): v for k, v in self.reconciler.refusing.items()},
@@ -366,7 +462,13 @@ class Daemon:
             "children": [o.as_dict() for o in sorted(self.reconciler.outcomes.values(), key=lambda o: (o.ike, o.child, o.uniqueid))],
         }
 
+    def _mirror_status(self) -> dict[str, Any]:
+        m = self.reconciler.mirror
+        return {"states": len(m.states), "policies": len(m.policies), "fed": self.reconciler.mirror_fed,
+                "valid": m.valid, "why": m.why, "loads": m.loads, "drift": m.drift}
+
     def write_status(self) -> None:
+        self.last_status, self.status_due = time.monotonic(), 0.0
         path = Path(self.cfg.status_file)
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)

@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from .config import split_listen
-from .reconciler import Outcome
+from .ledger import Outcome
 from .xfrm.counters import SaCounters
 
 PREFIX = "swan_offload"

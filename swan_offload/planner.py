@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import socket
 from collections import defaultdict
+from collections.abc import Collection, Container
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from typing import Any
 
 from .config import Config, Rule
@@ -52,10 +52,11 @@ class Device:
 
 @dataclass
 class KernelView:
-    """What the kernel holds, as read by one dump of states and one of policies."""
+    """What the kernel holds, as read by one dump of states and one of policies (or as the
+    kernel mirror holds it, with its index already built)."""
 
     states: dict[tuple[str, int, int], XfrmState] = field(default_factory=dict)
-    policies: list[XfrmPolicy] = field(default_factory=list)
+    policies: Collection[XfrmPolicy] = field(default_factory=list)
     packet_offload: bool = True
     packet_offload_reason: str = ""
     addresses: dict[str, Device] = field(default_factory=dict)
@@ -63,6 +64,7 @@ class KernelView:
     refusing_devices: dict[int, str] = field(default_factory=dict)
     crypto_refusing: dict[int, str] = field(default_factory=dict)
     refused_children: dict[tuple[str, int], str] = field(default_factory=dict)  # the device refused this CHILD_SA's SAs
+    policy_index: PolicyIndex | None = None
 
     @classmethod
     def build(cls, states: list[XfrmState], policies: list[XfrmPolicy], **kw: object) -> KernelView:
@@ -71,10 +73,12 @@ class KernelView:
     def state(self, daddr: str, spi: int) -> XfrmState | None:
         return self.states.get((daddr, spi, c.IPPROTO_ESP))
 
-    @cached_property
+    @property
     def index(self) -> PolicyIndex:
         """``policies`` by reqid and by destination, built on first use (once per plan)."""
-        return PolicyIndex(self.policies, is_agent_policy)
+        if self.policy_index is None:
+            self.policy_index = PolicyIndex(list(self.policies), is_agent_policy)
+        return self.policy_index
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,20 @@ class Frozen:
     reqids: frozenset[int] = frozenset()
     everything: bool = False
     active: bool = False  # some entry was unreadable: bypasses in place stay too
+
+
+@dataclass(frozen=True)
+class Scope:
+    """A plan of some IKE_SAs only (an event's), and what the rest contributes to it.
+
+    ``reqids``: the reqids whose agent policies this plan owns (unwanted ones are retired);
+    the bypasses and probe states of the rest are never touched. ``packet_reqids`` and
+    ``devices``: the reqids and devices in packet offload outside the scope.
+    """
+
+    reqids: frozenset[int]
+    packet_reqids: Container[int] = frozenset()
+    devices: frozenset[Device] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -240,7 +258,17 @@ def _hw_policy(sw: XfrmPolicy, prio: int, device: Device) -> XfrmPolicy:
     )
 
 
-def _shadowed(view: KernelView, sw: XfrmPolicy, packet_reqids: set[int]) -> XfrmPolicy | None:
+class _Either:
+    """Membership in either of two containers (the scope's reqids, and the rest's)."""
+
+    def __init__(self, a: Container[int], b: Container[int]) -> None:
+        self.a, self.b = a, b
+
+    def __contains__(self, x: object) -> bool:
+        return x in self.a or x in self.b
+
+
+def _shadowed(view: KernelView, sw: XfrmPolicy, packet_reqids: Container[int]) -> XfrmPolicy | None:
     """The software policy charon ranks highest above ``sw`` that a packet-offload twin would hide."""
     hidden = [
         q
@@ -321,7 +349,9 @@ def plan_child(child: ChildSA, cfg: Config, view: KernelView, clash: str | None)
     return replace(base, target=PACKET, policies=tuple(hws))
 
 
-def _bypasses(cfg: Config, plans: list[ChildPlan], ikes: list[IkeSA], view: KernelView, ports_seen: frozenset[int]) -> tuple[XfrmPolicy, ...]:
+def _bypasses(
+    cfg: Config, plans: list[ChildPlan], ikes: list[IkeSA], view: KernelView, ports_seen: frozenset[int], elsewhere: frozenset[Device] = frozenset(),
+) -> tuple[XfrmPolicy, ...]:
     """IKE bypass policies for the gateway's own IKE traffic on each device carrying packet offload.
 
     The device's policy table sees IKE packets that charon's per-socket bypass let out, so they
@@ -331,7 +361,7 @@ def _bypasses(cfg: Config, plans: list[ChildPlan], ikes: list[IkeSA], view: Kern
     every address, so each port it was seen using (``ports_seen``, kept by the caller: an
     IKE_SA that floats to the NAT-T port leaves its first one in use) covers every address.
     """
-    devices = {p.device for p in plans if p.target == PACKET and p.device}
+    devices = {p.device for p in plans if p.target == PACKET and p.device} | elsewhere
     on: set[tuple[Device, str]] = {(p.device, p.child.local_host) for p in plans if p.target == PACKET and p.device}
     for addr in [i.local_host for i in ikes] + list(cfg.ike_addresses):
         dev = view.addresses.get(addr)
@@ -368,16 +398,18 @@ def policy_content(p: XfrmPolicy) -> tuple[Any, ...]:
 
 def plan(
     children: list[ChildSA], cfg: Config, view: KernelView, ikes: list[IkeSA] | None = None,
-    frozen: Frozen | None = None, ports_seen: frozenset[int] = frozenset(),
+    frozen: Frozen | None = None, ports_seen: frozenset[int] = frozenset(), scope: Scope | None = None,
 ) -> Plan:
     """``ikes``: charon's IKE_SAs (bypasses for their local addresses; children name theirs too);
     ``frozen``: objects of IKE_SAs that list-sas could not make readable, never stale;
-    ``ports_seen``: IKE ports charon was seen using before (see _bypasses)."""
+    ``ports_seen``: IKE ports charon was seen using before (see _bypasses);
+    ``scope``: plan these IKE_SAs only (the caller makes sure it holds every CHILD_SA of
+    their reqids and of the policies theirs overlap); None: everything."""
     frozen = frozen or Frozen()
     clashes = reqid_clashes(children)
     plans = [plan_child(ch, cfg, view, clashes.get(ch.key)) for ch in children]
     # second pass: a packet twin must not hide a software policy charon prefers
-    packet_reqids = {p.child.reqid for p in plans if p.target == PACKET}
+    packet_reqids = _Either({p.child.reqid for p in plans if p.target == PACKET}, scope.packet_reqids if scope else frozenset())
     for i, p in enumerate(plans):
         if p.target != PACKET:
             continue
@@ -386,21 +418,25 @@ def plan(
             if q is not None:
                 plans[i] = p.fallback(f"offloading would hide {q.describe()}, which charon ranks above this CHILD_SA", SHADOWED)
                 break
-    bypasses = _bypasses(cfg, plans, ikes or [], view, ports_seen)
+    bypasses = _bypasses(cfg, plans, ikes or [], view, ports_seen, scope.devices if scope else frozenset())
     wanted = {policy_key(x) for x in bypasses} | {policy_key(x) for p in plans for x in p.policies}
     # policies of children still pending are not stale: they may still be needed; nor are those
     # of IKE_SAs list-sas did not make readable, nor (then) the bypasses their IKE traffic may need
     keep_reqids = {p.child.reqid for p in plans if p.target in (PENDING,)} | frozen.reqids
+    if scope is None:
+        candidates: Collection[XfrmPolicy] = view.policies
+    else:  # the scope's own agent policies (a bypass names no reqid: never one of them)
+        candidates = list({id(p): p for r in sorted(scope.reqids) for p in view.index.agent(r)}.values())
     stale = tuple(
         p
-        for p in view.policies
+        for p in candidates
         if is_agent_policy(p)
         and policy_key(p) not in wanted
         and not any(t.reqid in keep_reqids for t in p.templates)
         and not frozen.everything
         and not (frozen.active and not p.templates)
     )
-    probes = tuple(s for s in view.states.values() if is_probe_state(s))
+    probes = tuple(s for s in view.states.values() if is_probe_state(s)) if scope is None else ()
     return Plan(tuple(plans), bypasses, stale, probes)
 
 

@@ -13,56 +13,23 @@ import logging
 import math
 import os
 import time
-from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import planner as pl
 from .backend import AddPolicy, AddState, Backend, DelPolicy, DelState, Op, random_spi
 from .capability import KernelCaps
+from .charon_mirror import CharonMirror, Scope
 from .config import Config
+from .ledger import Key, Ledger, Outcome
+from .mirror import KernelMirror
 from .model import ChildSA, SaList
 from .xfrm import constants as c
 from .xfrm.counters import SaCounters
 from .xfrm.netlink import XfrmError
-from .xfrm.objects import Algo, LifetimeCur, Secret, XfrmPolicy, XfrmState
+from .xfrm.objects import Algo, LifetimeCur, Secret, XfrmState
 
 log = logging.getLogger("swan_offload.reconciler")
-
-
-@dataclass
-class Outcome:
-    """What the agent last did for one CHILD_SA; status and metrics read this."""
-
-    label: str
-    ike: str
-    child: str
-    uniqueid: int
-    reqid: int
-    spi_in: int
-    spi_out: int
-    mode: str  # packet | crypto | software | keep | off | native | pending
-    device: str | None
-    reason: str
-    cause: str = ""  # the reason's class (planner.CAUSES): bounded, for metric labels
-    since: float = field(default_factory=time.time)
-    installed: float = 0.0  # wall clock when charon installed it (0: unknown)
-    ike_uniqueid: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "ike": self.ike,
-            "child": self.child,
-            "uniqueid": self.uniqueid,
-            "reqid": self.reqid,
-            "spi_in": f"{self.spi_in:08x}",
-            "spi_out": f"{self.spi_out:08x}",
-            "mode": self.mode,
-            "device": self.device,
-            "reason": self.reason,
-            "cause": self.cause,
-            "since": round(self.since, 3),
-        }
 
 
 @dataclass
@@ -122,40 +89,46 @@ class Reconciler:
         self.backend = backend
         self.cfg = cfg
         self.caps = caps
-        self.outcomes: dict[tuple[str, int], Outcome] = {}
+        self.ledger = Ledger()
         self.refusing: dict[int, str] = {}  # ifindex -> why packet offload is refused
         self.crypto_refusing: dict[int, str] = {}
-        self.refused: dict[tuple[str, int], str] = {}  # child -> why the device refused its SA
-        self.crypto_refused: dict[tuple[str, int], str] = {}  # the same, for crypto offload
+        self.refused: dict[Key, str] = {}  # child -> why the device refused its SA
+        self.crypto_refused: dict[Key, str] = {}  # the same, for crypto offload
         self.runs = 0
-        # for metrics: decisions by (outcome, cause), event-to-offloaded latencies not yet scraped, repairs
-        self.decisions: Counter[tuple[str, str]] = Counter()
-        self.latencies: list[float] = []
-        # promotion latency runs from charon's event (wall clock, kept by the daemon) to the SAs
-        # being offloaded; SAs offloaded on arrival (follow) end it there, not at the reconcile
-        self.announced: dict[tuple[str, int], float] = {}
-        self.followed: dict[int, float] = {}  # SPI -> when it was offloaded on arrival
-        self.started = time.time()
+        self.scoped_runs = 0  # of which planned one event's IKE_SAs only
         self.drift_repaired = 0
         self.last_plan: pl.Plan | None = None
-        self._have: dict[tuple[Any, ...], XfrmPolicy] = {}  # the policies present by identity, kept current
+        # the kernel's objects; ``mirror_fed``: a monitor keeps it current between reconciles
+        # (the daemon's); without one every reconcile reloads it from a dump
+        self.mirror = KernelMirror()
+        self.mirror_fed = False
         self.held: dict[tuple[str, int, int], Held] = {}
         self.losses: dict[int, int] = {}  # ifindex -> times seen going down
         self.down: set[int] = set()
         self.lost_at: dict[int, float] = {}  # ifindex -> when it was last seen going down
-        self.restored: dict[tuple[str, int], ChildSA] = {}  # put back in software, not yet rekeyed
+        self.restored: dict[Key, ChildSA] = {}  # put back in software, not yet rekeyed
         self.ike_ports: frozenset[int] = frozenset()  # every IKE port charon was seen using
         # SA shapes a device took (probe_shape): not probed again until the device goes down.
         # Refusals are not kept here (they are per CHILD_SA, in refused/crypto_refused).
         self.accepted: set[tuple[Any, ...]] = set()
 
+    @property
+    def outcomes(self) -> dict[Key, Outcome]:
+        return self.ledger.outcomes
+
     # ------------------------------------------------------------ reading
 
+    def reload(self) -> set[tuple[str, Any]]:
+        """Load the kernel mirror from one dump; returns what the mirror had wrong."""
+        return self.mirror.load(self.backend.dump_states(), self.backend.dump_policies())
+
     def view(self) -> pl.KernelView:
+        if not (self.mirror_fed and self.mirror.valid):
+            self.reload()
         addrs, names = self.backend.devices()
-        return pl.KernelView.build(
-            self.backend.dump_states(),
-            self.backend.dump_policies(),
+        return pl.KernelView(
+            self.mirror.states,
+            self.mirror.policies.values(),
             packet_offload=self.caps.packet_offload,
             packet_offload_reason=self.caps.reason,
             addresses=addrs,
@@ -163,6 +136,7 @@ class Reconciler:
             refusing_devices=dict(self.refusing),
             crypto_refusing=dict(self.crypto_refusing),
             refused_children=dict(self.refused),
+            policy_index=self.mirror.index,
         )
 
     def plan(self, sas: SaList | list[ChildSA]) -> pl.Plan:
@@ -195,24 +169,97 @@ class Reconciler:
         that a readable entry no longer lists is retired.
         """
         sas = _sa_list(sas)
-        children = sas.children
-        frozen, kept = self._frozen(sas)
         self.runs += 1
-        view = self.view()  # the one dump of this run; self._have follows every change after it
+        view = self.view()
+        self.mirror.take_touched()  # all is planned
         self._note_devices(view)
-        if self._restore(children, view):
+        if self._restore(sas.children, view):
             view = self.view()
-        self._have = {pl.policy_key(p): p for p in view.policies}
+        plan = self._run(sas, view, None)
+        live = {cp.child.key for cp in plan.children} | self._frozen(sas)[1]
+        self._retire({k for k in self.outcomes if k not in live} | {h.child for h in self.held.values() if h.child not in live})
+        for memo in (self.refused, self.crypto_refused):
+            for k in [k for k in memo if k not in live]:
+                del memo[k]
+        self.ledger.forget_announced(live)
+        return plan
+
+    def reconcile_scope(self, charon: CharonMirror, scope: Scope) -> pl.Plan:
+        """Plan and apply what ``scope`` names only (an event's IKE_SAs or CHILD_SAs), from the
+        mirrors: the work of an event is its own, whatever else the hub holds. The scope grows
+        to every CHILD_SA sharing a reqid with it, or a policy overlapping one of its OUT
+        policies, as the planner decides those together."""
+        self.runs += 1
+        self.scoped_runs += 1
+        view = self.view()
+        uids = {u for _i, u in scope.children}
+        mine = self.ledger.of_ikes(scope.ikes) | self.ledger.of_uids(uids)
+        keys = charon.keys_of(scope) | mine
+        keys = self._closure(charon, keys, view)
+        mine |= {k for k in keys if k in self.outcomes}
+        sas = charon.sa_list(keys, scope.ikes)
+        reqids = {ch.reqid for ch in sas.children} | {self.outcomes[k].reqid for k in mine}
+        packet_reqids, names = self.ledger.packet_outside(mine)
+        devices = frozenset(d for n in names if (d := view.devices.get(n)) is not None)
+        had = {o.device for k in mine if (o := self.outcomes[k]).mode == pl.PACKET and o.device}
+        plan = self._run(sas, view, pl.Scope(frozenset(reqids), packet_reqids, devices))
+        live = {cp.child.key for cp in plan.children} | self._frozen(sas)[1]
+        gone = mine - live
+        self._retire(gone)
+        for memo in (self.refused, self.crypto_refused):
+            for k in gone:
+                memo.pop(k, None)
+        idle = had - self.ledger.packet_outside(())[1]
+        if idle and not self._frozen(sas)[0].active:
+            self._retire_bypasses({view.devices[n].ifindex for n in idle if n in view.devices})
+        return plan
+
+    def _closure(self, charon: CharonMirror, keys: set[Key], view: pl.KernelView) -> set[Key]:
+        """``keys`` and every CHILD_SA a plan of them depends on, transitively."""
+        todo = set(keys)
+        while todo:
+            reqids = {charon.children[k].reqid for k in todo if k in charon.children}
+            reqids |= {self.outcomes[k].reqid for k in todo if k in self.outcomes}
+            for r in list(reqids):
+                for sw in view.index.charon(r):
+                    if sw.dir == c.XFRM_POLICY_OUT:
+                        reqids |= {t.reqid for q in view.index.overlapping(sw) for t in q.templates}
+            todo = charon.with_reqids(reqids) - keys
+            keys |= todo
+        return keys
+
+    def _retire_bypasses(self, ifindexes: set[int]) -> None:
+        """The IKE bypasses of devices that no longer carry a CHILD_SA in packet offload."""
+        stale = [
+            DelPolicy(p.id, "remove " + p.describe())
+            for p in self.mirror.policies.values()
+            if pl.is_agent_policy(p) and not p.templates and p.offload is not None and p.offload.ifindex in ifindexes
+        ]
+        self._drop_policies(stale)
+
+    def _drop_policies(self, stale: list[DelPolicy]) -> None:
+        for gone, err in zip(stale, self.backend.apply(stale)):
+            self._log_errors([err], "remove stale policy")
+            self.mirror.drop_policy(gone.id)
+            log.info("retired %s", gone.what.removeprefix("remove "))
+        self.drift_repaired += len(stale)
+
+    def _run(self, sas: SaList, view: pl.KernelView, scope: pl.Scope | None) -> pl.Plan:
+        """Plan ``sas`` (everything, or a scope) against ``view`` and apply it."""
+        children = sas.children
+        frozen, _kept = self._frozen(sas)
         self.ike_ports |= pl.charon_ports(sas.ikes, children)
-        plan = pl.plan(children, self.cfg, view, sas.ikes, frozen, self.ike_ports)
+        plan = pl.plan(children, self.cfg, view, sas.ikes, frozen, self.ike_ports, scope)
         if plan.stale_states:
             probes = [DelState(s.id, "remove leftover " + s.describe()) for s in plan.stale_states]
             self._log_errors(self.backend.apply(probes), "remove leftover probe state")
+            for d in probes:
+                self.mirror.drop_state(d.id)
             log.info("removed %d probe state(s) left by an earlier run", len(probes))
             self.drift_repaired += len(probes)
         if self._ensure_bypasses(plan):
             # a device refused: its children go to their fallbacks
-            plan = pl.plan(children, self.cfg, replace(view, refusing_devices=dict(self.refusing)), sas.ikes, frozen, self.ike_ports)
+            plan = pl.plan(children, self.cfg, replace(view, refusing_devices=dict(self.refusing)), sas.ikes, frozen, self.ike_ports, scope)
         for cp in plan.children:
             self._apply_child(cp, plan)
         planned = {cp.child.reqid for cp in plan.children if cp.target != pl.PENDING}
@@ -222,24 +269,18 @@ class Reconciler:
             for p in plan.stale_policies
             if not (p.templates and all(t.reqid in planned for t in p.templates))
         ]
-        self._log_errors(self.backend.apply(stale), "remove stale policy")
-        for p in stale:
-            log.info("retired %s", p.what.removeprefix("remove "))
-        self.drift_repaired += len(stale)
+        self._drop_policies(stale)
         self._hold(plan)
-        live = {cp.child.key for cp in plan.children} | kept
-        for k in [k for k, h in self.held.items() if h.child not in live]:
-            del self.held[k]
-        for gone in [o for key, o in self.outcomes.items() if key not in live]:
-            log.info("%s reqid %d: retired (charon no longer lists it; it was %s)", gone.label, gone.reqid, gone.mode)
-        memos: tuple[dict[Any, Any], ...] = (self.outcomes, self.refused, self.crypto_refused, self.announced)
-        for memo in memos:
-            for k in [k for k in memo if k not in live]:
-                del memo[k]
-        old = time.time() - 60  # an SA offloaded on arrival whose CHILD_SA never showed up
-        self.followed = {spi: t for spi, t in self.followed.items() if t > old}
         self.last_plan = plan
         return plan
+
+    def _retire(self, keys: set[Key]) -> None:
+        """CHILD_SAs charon no longer lists: their records and copies go."""
+        if not keys:
+            return
+        for k in [k for k, h in self.held.items() if h.child in keys]:
+            del self.held[k]
+        self.ledger.retire(keys)
 
     # ------------------------------------------------------------ device loss
 
@@ -342,7 +383,7 @@ class Reconciler:
         gone, refused = self.backend.apply([DelState(st.id, "remove " + st.describe()), AddState(new)])
         if gone is None and refused is None:
             self._keep(new, twin.child, twin.outbound)
-            self.followed[st.spi] = time.time()
+            self.ledger.followed[st.spi] = time.time()
             log.info("reqid %d: new %s offloaded on arrival (a rekey of an offloaded CHILD_SA)", st.reqid, new.describe())
             return True
         repair: list[Op] = []
@@ -380,6 +421,7 @@ class Reconciler:
             if err is not None:
                 log.error("%s: could not restore %s after its device went down: %s", ch.label, new.describe(), err.reason)
                 continue
+            self.mirror.put_state(new)
             self.restored[ch.key] = ch
             self.drift_repaired += 1
             seq = f" (outbound sequence advanced by {jump})" if h.outbound else ""
@@ -393,11 +435,11 @@ class Reconciler:
 
     def _ensure_bypasses(self, plan: pl.Plan) -> bool:
         """Install missing IKE bypasses; a device that refuses them is remembered. True if one did."""
-        missing = [p for p in plan.bypasses if pl.policy_key(p) not in self._have]
+        missing = [p for p in plan.bypasses if pl.policy_key(p) not in self.mirror.policies]
         refused = False
         for p, err in zip(missing, self.backend.apply([AddPolicy(p) for p in missing])):
             if err is None:
-                self._have[pl.policy_key(p)] = p
+                self.mirror.put_policy(p)
                 log.info("installed IKE bypass %s", p.describe())
                 continue
             assert p.offload is not None
@@ -407,55 +449,30 @@ class Reconciler:
             refused = True
         return refused
 
-    def _record(self, cp: pl.ChildPlan, mode: str, reason: str) -> None:
-        ch = cp.child
-        prev = self.outcomes.get(ch.key)
-        dev = cp.device.name if cp.device and mode in (pl.PACKET, pl.CRYPTO) else None
-        if prev and (prev.mode, prev.device, prev.reason) == (mode, dev, reason):
-            return
-        now = time.time()
-        installed = now - ch.install_time if ch.install_time else 0.0
-        self.outcomes[ch.key] = Outcome(ch.label, ch.ike_name, ch.name, ch.uniqueid, ch.reqid, ch.spi_in, ch.spi_out, mode, dev, reason, cp.cause, now, installed, ch.ike_uniqueid)
-        if mode != pl.PENDING:
-            self.decisions[mode, cp.cause] += 1
-        promoted = mode in (pl.PACKET, pl.CRYPTO) and (prev is None or prev.mode not in (pl.PACKET, pl.CRYPTO))
-        if promoted and len(self.latencies) < 10000:
-            # from charon's event; without one, from the install time (1 s resolution), but only for
-            # a CHILD_SA installed since this process started: older ones were no promotion of ours
-            start = self.announced.pop(ch.key, None) or (installed if installed >= self.started else None)
-            done = [self.followed.pop(spi, 0.0) for spi in (ch.spi_in, ch.spi_out)]
-            end = max(done) if all(done) else now
-            if start is not None:
-                self.latencies.append(max(0.0, end - start))
-        if mode in (pl.PACKET, pl.CRYPTO):
-            log.info("%s reqid %d: %s offload on %s%s", ch.label, ch.reqid, mode, dev, f" ({reason})" if reason else "")
-        elif mode != pl.PENDING:
-            log.info("%s reqid %d: %s%s", ch.label, ch.reqid, mode, f": {reason}" if reason else "")
-
     def _apply_child(self, cp: pl.ChildPlan, plan: pl.Plan) -> None:
         if cp.target == pl.PENDING and cp.child.key in self.outcomes and cp.state_in and cp.state_out:
             return  # being rekeyed or deleted: its SAs are still where the last decision put them
         if cp.target in (pl.OFF, pl.NATIVE, pl.PENDING, pl.KEEP):
-            self._record(cp, cp.target, cp.reason)
+            self.ledger.record(cp, cp.target, cp.reason)
             return
         if cp.target == pl.PACKET:
             # a refusal is remembered for this CHILD_SA (the planner reads the memo): probing
             # again would only repeat it
             err = self._move(cp, plan)
             if err is None:
-                self._record(cp, pl.PACKET, "")
+                self.ledger.record(cp, pl.PACKET, "")
                 return
             self.refused[cp.child.key] = err
             cp = cp.fallback(f"packet offload refused: {err}", pl.DEVICE_REFUSED)
             log.warning("%s reqid %d: %s; fallback %s", cp.child.label, cp.child.reqid, cp.reason, cp.target)
             if cp.target == pl.KEEP:
                 self._move(cp, plan)  # only drops agent policies
-                self._record(cp, pl.KEEP, cp.reason)
+                self.ledger.record(cp, pl.KEEP, cp.reason)
                 return
         if cp.target == pl.CRYPTO:
             err = self.crypto_refused.get(cp.child.key) or self._move(cp, plan)
             if err is None:
-                self._record(cp, pl.CRYPTO, cp.reason)
+                self.ledger.record(cp, pl.CRYPTO, cp.reason)
                 return
             self.crypto_refused[cp.child.key] = err
             # a crypto offload that was configured and refused is the device's doing; any other
@@ -463,7 +480,7 @@ class Reconciler:
             cause = pl.DEVICE_REFUSED if cp.cause == pl.CONFIGURED else cp.cause
             cp = replace(cp, target=pl.SOFTWARE, reason=f"{cp.reason}; crypto offload refused: {err}", cause=cause)
         err = self._move(cp, plan)
-        self._record(cp, pl.SOFTWARE if err is None else pl.KEEP, cp.reason if err is None else f"{cp.reason}; {err}")
+        self.ledger.record(cp, pl.SOFTWARE if err is None else pl.KEEP, cp.reason if err is None else f"{cp.reason}; {err}")
 
     def _probe(self, changes: list[tuple[XfrmState, XfrmState]]) -> str | None:
         """Ask the device about each replacement with a throwaway state, once per SA shape it
@@ -496,10 +513,11 @@ class Reconciler:
         # a policy of the same identity whose template or priority differs from the plan (charon
         # changed its own, or an older agent made it) is updated in place: the kernel swaps it
         # atomically, with no moment without a policy
+        have = self.mirror.policies
         add = [
-            AddPolicy(p, update=pl.policy_key(p) in self._have)
+            AddPolicy(p, update=pl.policy_key(p) in have)
             for p in cp.policies
-            if pl.policy_key(p) not in self._have or pl.policy_content(self._have[pl.policy_key(p)]) != pl.policy_content(p)
+            if pl.policy_key(p) not in have or pl.policy_content(have[pl.policy_key(p)]) != pl.policy_content(p)
         ]
         changes = pl.state_changes(cp, self.cfg.seq_margin) if cp.target != pl.KEEP else []
         fresh: list[tuple[XfrmState, XfrmState, bool]] = []
@@ -514,8 +532,12 @@ class Reconciler:
             for cur, new in changes:
                 now = self.backend.get_state(cur.id)
                 if now is None:
+                    self.mirror.drop_state(cur.id)
                     return "state disappeared before the move (charon deleted it)"
                 outbound = cp.state_out is not None and cur.id == cp.state_out.id
+                if pl.state_matches(now, new.offload):  # moved meanwhile (the rekey follower)
+                    self.mirror.put_state(now)
+                    continue
                 fresh.append((now, pl.moved_state(now, new.offload, outbound, self.cfg.seq_margin), outbound))
         ops: list[Op] = list(drop)
         for cur, new, _ in fresh:
@@ -526,12 +548,19 @@ class Reconciler:
         errs = self.backend.apply(ops)
         self._forget(drop)
         if not any(errs):
-            self._have.update((pl.policy_key(a.policy), a.policy) for a in add)
+            for a in add:
+                self.mirror.put_policy(a.policy)
             for _cur, new, outbound in fresh:
+                self.mirror.put_state(new)
                 if new.offload is not None:
                     self._keep(new, cp.child.key, outbound)
             return None
-        return self._undo(ops, errs, fresh)
+        try:
+            return self._undo(ops, errs, fresh)
+        finally:
+            for cur, _new, _outbound in fresh:  # whatever the undo achieved, as the kernel has it
+                got = self.backend.get_state(cur.id)
+                self.mirror.put_state(got) if got is not None else self.mirror.drop_state(cur.id)
 
     def _undo(self, ops: list[Op], errs: list[XfrmError | None], changes: list[tuple[XfrmState, XfrmState, bool]]) -> str:
         """Put charon's states back as they were and remove policies added in the failed batch."""
@@ -564,7 +593,7 @@ class Reconciler:
 
     def _forget(self, drop: list[DelPolicy]) -> None:
         for d in drop:
-            self._have.pop(pl.policy_key(d.id), None)
+            self.mirror.drop_policy(d.id)
 
     @staticmethod
     def _log_errors(errs: list[XfrmError | None], what: str) -> None:

@@ -13,6 +13,7 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import vici
@@ -53,13 +54,31 @@ def version(path: str) -> dict[str, str]:
         _close(sess)
 
 
-def list_sas(path: str) -> SaList:
-    """Every IKE_SA and CHILD_SA charon holds; entries that do not parse are named, not dropped."""
+def list_sas(path: str, queries: Iterable[tuple[int, int | None]] | None = None) -> SaList:
+    """Every IKE_SA and CHILD_SA charon holds, or those ``queries`` name: (IKE_SA uniqueid,
+    None for all its CHILD_SAs or one CHILD_SA's uniqueid); entries that do not parse are
+    named, not dropped.
+
+    A query goes with ``noblock`` first: charon then skips IKE_SAs other threads hold instead
+    of waiting for each (it enumerates all of them, whatever the filter). But it skips the one
+    asked for too while it is held, as it is while charon raises its event, so a query whose
+    IKE_SA is not in that answer is asked again, waiting: only that answer says it is gone.
+    """
     sess = _connect(path)
     out = SaList()
     try:
-        for msg in sess.list_sas():
-            out.add(msg)
+        if queries is None:
+            for msg in sess.list_sas():
+                out.add(msg)
+            return out
+        for ike_id, child_id in queries:
+            filt = {"ike-id": str(ike_id)} | ({"child-id": str(child_id)} if child_id is not None else {})
+            before = len(out.ikes) + len(out.unreadable) + out.unnamed
+            for block in (False, True):
+                for msg in sess.list_sas(filt if block else {**filt, "noblock": "yes"}):
+                    out.add(msg)
+                if len(out.ikes) + len(out.unreadable) + out.unnamed > before:
+                    break
     finally:
         _close(sess)
     return out

@@ -22,8 +22,8 @@ def _samples(text: str) -> dict[tuple[str, tuple], float]:
 
 def _scrape_over_http(k, r: Reconciler, stat: dict[str, int]) -> str:
     def snapshot() -> metrics.Snapshot:
-        lat, r.latencies = r.latencies, []
-        return metrics.Snapshot(list(r.outcomes.values()), metrics.Agent(True, 0.0, r.runs, r.drift_repaired, 7, dict(r.decisions), lat))
+        lat = r.ledger.take_latencies()
+        return metrics.Snapshot(list(r.outcomes.values()), metrics.Agent(True, 0.0, r.runs, r.drift_repaired, 7, dict(r.ledger.decisions), lat))
 
     server, _thread = metrics.serve(metrics.AgentCollector(snapshot, k.dump_states, lambda: stat), "127.0.0.1:0")
     try:
@@ -38,7 +38,7 @@ def test_per_sa_series_carry_the_kernels_counters_with_bounded_labels_and_no_key
     ch = replace(child(), install_time=3)
     k = kernel_with([ch])
     r = Reconciler(k, config.Config(), CAPS)
-    r.announced[ch.key] = time.time() - 0.25  # charon's child-updown, as the daemon noted it
+    r.ledger.announce(ch.key, time.time() - 0.25)  # charon's child-updown, as the daemon noted it
     r.reconcile([ch])
     # the device counted traffic; a dump reports it
     key_out = (ch.remote_host, ch.spi_out, c.IPPROTO_ESP)

@@ -85,7 +85,7 @@ def test_device_refusing_packet_goes_to_crypto_with_reason():
     r.reconcile([ch])
     out = r.outcomes[ch.key]
     assert out.mode == "crypto" and "Device failed to offload this policy" in out.reason and out.cause == pl.DEVICE_REFUSED
-    assert r.decisions == {("crypto", pl.DEVICE_REFUSED): 1}
+    assert r.ledger.decisions == {("crypto", pl.DEVICE_REFUSED): 1}
     assert offloads(k) == {ch.spi_out: 0, ch.spi_in: c.XFRM_OFFLOAD_INBOUND}
     assert not [p for p in k.policies.values() if pl.is_agent_policy(p)]
 
@@ -108,7 +108,7 @@ def test_crypto_refused_ends_in_software_with_the_first_cause(mode, packet_kerne
     r.reconcile([ch])
     out = r.outcomes[ch.key]
     assert out.mode == "software" and "crypto offload refused: Device failed to offload this state" in out.reason
-    assert out.cause == cause and r.decisions == {("software", cause): 1}
+    assert out.cause == cause and r.ledger.decisions == {("software", cause): 1}
     assert offloads(k) == {ch.spi_out: None, ch.spi_in: None}  # in software, nothing lost
 
 
@@ -472,12 +472,12 @@ def test_promotion_latency_runs_from_charons_event_and_only_for_children_of_this
     new = replace(child(name="b", uniqueid=2, reqid=2, spi_in=0xC0000002, spi_out=0xC1000002, rts=("10.9.0.0/24",)), install_time=0)
     k = kernel_with([old, new])
     r = Reconciler(k, config.Config(), CAPS)
-    r.announced[new.key] = time.time() - 0.5
+    r.ledger.announced[new.key] = time.time() - 0.5
     r.reconcile([old, new])
     assert r.outcomes[old.key].mode == r.outcomes[new.key].mode == "packet"
-    (lat,) = r.latencies  # the old child was found, not promoted by a charon event this process saw
+    (lat,) = r.ledger.latencies  # the old child was found, not promoted by a charon event this process saw
     assert 0.5 <= lat < 5
-    assert r.announced == {}
+    assert r.ledger.announced == {}
 
 
 def test_a_rekey_offloaded_on_arrival_ends_its_latency_there():
@@ -485,18 +485,18 @@ def test_a_rekey_offloaded_on_arrival_ends_its_latency_there():
     k = kernel_with([ch])
     r = Reconciler(k, config.Config(), CAPS)
     r.reconcile([ch])
-    r.latencies.clear()
+    r.ledger.latencies.clear()
     new = child(uniqueid=2, spi_in=0xC0000002, spi_out=0xC1000002)
     states, _ = charon_objects(new)
     t0 = time.time()
-    r.announced[new.key] = t0
+    r.ledger.announced[new.key] = t0
     for st in states:
         k.apply([AddState(st)])
         assert r.follow(st)
     time.sleep(0.3)  # the reconcile comes later; the SAs were in the NIC already
     r.reconcile([ch, new])
-    (lat,) = r.latencies
-    assert lat < 0.3 and r.followed == {}
+    (lat,) = r.ledger.latencies
+    assert lat < 0.3 and r.ledger.followed == {}
 
 
 def test_an_unreadable_ike_entry_leaves_its_children_exactly_as_they_are():

@@ -38,6 +38,7 @@ NLM_F_ACK_TLVS = 0x200
 NLMSGERR_ATTR_MSG = 1
 NLMSGERR_ATTR_OFFS = 2
 _HDR = struct.Struct("=IHHII")
+DRAINED = -1  # events(): everything queued before the wake-up has been yielded
 
 
 class XfrmError(OSError):
@@ -254,23 +255,41 @@ class XfrmSocket:
 
     # ------------------------------------------------------------ monitor
 
-    def events(self, timeout: float | None = None) -> Iterator[tuple[int, int, Any]]:
+    def events(self, timeout: float | None = None, wake: int | None = None) -> Iterator[tuple[int, int, Any]]:
         """Yield (type, sender port, message) from the joined groups until ``timeout`` passes idle.
 
         The kernel stamps a notification with the port id of the request that caused
-        it, so a listener can tell its own changes from charon's.
+        it, so a listener can tell its own changes from charon's. When the file descriptor
+        ``wake`` becomes readable, everything the socket holds is yielded, then (DRAINED, 0,
+        None): whatever the kernel had sent before the wake-up has been seen.
         """
+        fds: list[Any] = [self.sock] + ([wake] if wake is not None else [])
         while True:
-            ready, _, _ = select.select([self.sock], [], [], timeout)
+            ready, _, _ = select.select(fds, [], [], timeout)
             if not ready:
                 return
-            try:
-                data = self.sock.recv(self.RECV_SIZE)
-            except OSError as e:
-                if e.errno == errno_mod.ENOBUFS:
-                    # the kernel dropped notifications: tell the caller to resync
-                    yield (-errno_mod.ENOBUFS, 0, None)
-                    continue
-                raise
-            for mtype, _flags, _seq, pid, msg in decode_messages(data):
-                yield mtype, pid, msg
+            if wake is not None and wake in ready:
+                os.read(wake, 64)
+                while True:
+                    got = self._receive(socket.MSG_DONTWAIT)
+                    if got is None:
+                        break
+                    yield from got
+                yield (DRAINED, 0, None)
+                continue
+            got = self._receive(0)
+            if got is not None:
+                yield from got
+
+    def _receive(self, flags: int) -> list[tuple[int, int, Any]] | None:
+        """One datagram's notifications; None when none waits (non-blocking)."""
+        try:
+            data = self.sock.recv(self.RECV_SIZE, flags)
+        except BlockingIOError:
+            return None
+        except OSError as e:
+            if e.errno == errno_mod.ENOBUFS:
+                # the kernel dropped notifications: tell the caller to resync
+                return [(-errno_mod.ENOBUFS, 0, None)]
+            raise
+        return [(mtype, pid, msg) for mtype, _flags, _seq, pid, msg in decode_messages(data)]

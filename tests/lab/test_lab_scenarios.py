@@ -158,6 +158,12 @@ def test_rekey_terminate_and_charon_restart(request, wan):
         drops += sum(section_json(sec, "link_drops").values())
         assert gone == 0 or drops > 0, (sec["xfrm_stat"], sec["xfrm_stat_b"], sec["link_drops"], why)
         assert "offloaded on arrival" in sec["log"], why
+    # issue 13: events were planned alone, from the kernel mirror the monitor keeps; every full
+    # resync (each LAB_RESYNC_SECONDS idle) reloaded it and found nothing the stream had missed
+    agent = section_json(sec, "lifetime_status")["agent"]
+    mirror = agent["kernel_mirror"]
+    assert mirror["fed"] and mirror["valid"] and mirror["loads"] >= 2 and mirror["drift"] == 0, agent
+    assert agent["scoped_reconciles"] >= 2, agent
     f0, f1 = child_of(rekeyed, "fast"), child_of(lifetime, "fast")
     assert f1["uniqueid"] != f0["uniqueid"], why
     assert not {f0["spi_in"], f0["spi_out"]} & state_spis(lifetime), why
