@@ -33,8 +33,11 @@ from .xfrm import objects as o
 log = logging.getLogger("swan_offload.daemon")
 
 NATIVE_PACKET_VERSION = (5, 9, 10)
-# how old the copy of an offloaded SA may grow: a device loss restores it from that read
+# how old the copy of an offloaded SA may grow: a device loss restores it from that read. A hub's
+# read (thousands of SAs) is spaced to cost at most HELD_REFRESH_SHARE of a core; restores stay
+# safe however old the read, as they skip restore_max_pps x the time since (Reconciler._restore)
 HELD_REFRESH_SECONDS = 1.0
+HELD_REFRESH_SHARE = 0.01
 XFRM_SETTLE_SECONDS = 0.5
 # systemd hears READY=1 after the first reconcile, or after this long without charon
 READY_WITHOUT_CHARON_SECONDS = 5.0
@@ -56,7 +59,9 @@ class Daemon:
         self.listener = vici_source.Listener(cfg.vici_socket, self.q, cfg.reconnect_max_seconds)
         # kernel notifications only exist for a real kernel
         port = getattr(getattr(self.backend, "sock", None), "port", None)
-        self.lock = threading.Lock()  # the reconciler is driven from the main and the monitor thread
+        # the reconciler is driven from the main and the monitor thread; a full run takes the lock
+        # per CHILD_SA (Reconciler._run), so the rekey follower never waits for a whole hub
+        self.lock = self.reconciler.lock
         # reads (held copies, scrapes) go over their own socket, outside self.lock: a rekey
         # followed by the monitor thread must never wait for a dump
         self.reader: NetlinkBackend | None = NetlinkBackend(netns) if port is not None else None
@@ -112,7 +117,8 @@ class Daemon:
                     self._tell_systemd(f"charon not reachable at {self.cfg.vici_socket}; kernel left as it is, waiting")
                 if now >= next_refresh:
                     self._refresh_held()
-                    next_refresh = now + HELD_REFRESH_SECONDS
+                    spent = time.monotonic() - now
+                    next_refresh = now + max(HELD_REFRESH_SECONDS, spent / HELD_REFRESH_SHARE)
                 if self.status_due and now - self.last_status >= STATUS_EVERY:
                     self.write_status()
                     self._tell_systemd(self._summary())
@@ -367,8 +373,7 @@ class Daemon:
                 if wrong:
                     self.reconciler.mirror.drift += len(wrong)
                     log.warning("kernel mirror differed from the kernel in %d object(s); reloaded", len(wrong))
-            with self.lock:
-                self.reconciler.reconcile(sas)
+            self.reconciler.reconcile(sas)
         except OSError as e:
             self.sync_errors += 1
             self.full_due = True

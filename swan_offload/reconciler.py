@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -102,6 +103,9 @@ class Reconciler:
         # (the daemon's); without one every reconcile reloads it from a dump
         self.mirror = KernelMirror()
         self.mirror_fed = False
+        # what the monitor thread's follow() shares with a run: the daemon passes its lock;
+        # a run takes it per CHILD_SA, not for all of them
+        self.lock: threading.RLock = threading.RLock()
         self.held: dict[tuple[str, int, int], Held] = {}
         self.losses: dict[int, int] = {}  # ifindex -> times seen going down
         self.down: set[int] = set()
@@ -169,19 +173,21 @@ class Reconciler:
         that a readable entry no longer lists is retired.
         """
         sas = _sa_list(sas)
-        self.runs += 1
-        view = self.view()
-        self.mirror.take_touched()  # all is planned
-        self._note_devices(view)
-        if self._restore(sas.children, view):
+        with self.lock:
+            self.runs += 1
             view = self.view()
+            self.mirror.take_touched()  # all is planned
+            self._note_devices(view)
+            if self._restore(sas.children, view):
+                view = self.view()
         plan = self._run(sas, view, None)
-        live = {cp.child.key for cp in plan.children} | self._frozen(sas)[1]
-        self._retire({k for k in self.outcomes if k not in live} | {h.child for h in self.held.values() if h.child not in live})
-        for memo in (self.refused, self.crypto_refused):
-            for k in [k for k in memo if k not in live]:
-                del memo[k]
-        self.ledger.forget_announced(live)
+        with self.lock:
+            live = {cp.child.key for cp in plan.children} | self._frozen(sas)[1]
+            self._retire({k for k in self.outcomes if k not in live} | {h.child for h in self.held.values() if h.child not in live})
+            for memo in (self.refused, self.crypto_refused):
+                for k in [k for k in memo if k not in live]:
+                    del memo[k]
+            self.ledger.forget_announced(live)
         return plan
 
     def reconcile_scope(self, charon: CharonMirror, scope: Scope) -> pl.Plan:
@@ -245,33 +251,37 @@ class Reconciler:
         self.drift_repaired += len(stale)
 
     def _run(self, sas: SaList, view: pl.KernelView, scope: pl.Scope | None) -> pl.Plan:
-        """Plan ``sas`` (everything, or a scope) against ``view`` and apply it."""
+        """Plan ``sas`` (everything, or a scope) against ``view`` and apply it, taking
+        ``self.lock`` per CHILD_SA: the rekey follower never waits for a whole hub's run."""
         children = sas.children
-        frozen, _kept = self._frozen(sas)
-        self.ike_ports |= pl.charon_ports(sas.ikes, children)
-        plan = pl.plan(children, self.cfg, view, sas.ikes, frozen, self.ike_ports, scope)
-        if plan.stale_states:
-            probes = [DelState(s.id, "remove leftover " + s.describe()) for s in plan.stale_states]
-            self._log_errors(self.backend.apply(probes), "remove leftover probe state")
-            for d in probes:
-                self.mirror.drop_state(d.id)
-            log.info("removed %d probe state(s) left by an earlier run", len(probes))
-            self.drift_repaired += len(probes)
-        if self._ensure_bypasses(plan):
-            # a device refused: its children go to their fallbacks
-            plan = pl.plan(children, self.cfg, replace(view, refusing_devices=dict(self.refusing)), sas.ikes, frozen, self.ike_ports, scope)
+        with self.lock:
+            frozen, _kept = self._frozen(sas)
+            self.ike_ports |= pl.charon_ports(sas.ikes, children)
+            plan = pl.plan(children, self.cfg, view, sas.ikes, frozen, self.ike_ports, scope)
+            if plan.stale_states:
+                probes = [DelState(s.id, "remove leftover " + s.describe()) for s in plan.stale_states]
+                self._log_errors(self.backend.apply(probes), "remove leftover probe state")
+                for d in probes:
+                    self.mirror.drop_state(d.id)
+                log.info("removed %d probe state(s) left by an earlier run", len(probes))
+                self.drift_repaired += len(probes)
+            if self._ensure_bypasses(plan):
+                # a device refused: its children go to their fallbacks
+                plan = pl.plan(children, self.cfg, replace(view, refusing_devices=dict(self.refusing)), sas.ikes, frozen, self.ike_ports, scope)
         for cp in plan.children:
-            self._apply_child(cp, plan)
-        planned = {cp.child.reqid for cp in plan.children if cp.target != pl.PENDING}
-        # stale policies of a planned child were removed in that child's own batch
-        stale = [
-            DelPolicy(p.id, "remove " + p.describe())
-            for p in plan.stale_policies
-            if not (p.templates and all(t.reqid in planned for t in p.templates))
-        ]
-        self._drop_policies(stale)
-        self._hold(plan)
-        self.last_plan = plan
+            with self.lock:
+                self._apply_child(cp, plan)
+        with self.lock:
+            planned = {cp.child.reqid for cp in plan.children if cp.target != pl.PENDING}
+            # stale policies of a planned child were removed in that child's own batch
+            stale = [
+                DelPolicy(p.id, "remove " + p.describe())
+                for p in plan.stale_policies
+                if not (p.templates and all(t.reqid in planned for t in p.templates))
+            ]
+            self._drop_policies(stale)
+            self._hold(plan)
+            self.last_plan = plan
         return plan
 
     def _retire(self, keys: set[Key]) -> None:
