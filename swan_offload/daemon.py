@@ -45,8 +45,11 @@ READY_WITHOUT_CHARON_SECONDS = 5.0
 # TimeoutStartSec), systemd is asked for this much more time, every EXTEND_EVERY seconds
 EXTEND_SECONDS = 30.0
 EXTEND_EVERY = 10.0
-# the status file is rewritten at most this often after an event (a full resync always writes it)
+# after events the status file (all CHILD_SAs: megabytes at hub scale) is rewritten at most
+# every STATUS_EVERY, or STATUS_SHARE of a core when writing it takes longer; a full resync
+# always writes it, and the control socket answers live
 STATUS_EVERY = 1.0
+STATUS_SHARE = 0.02
 
 
 class Daemon:
@@ -73,6 +76,7 @@ class Daemon:
         self.scope = Scope()  # what events named since the last sync
         self.status_due = 0.0  # a status write left for later (monotonic time it was due), 0: none
         self.last_status = 0.0
+        self.status_every = STATUS_EVERY
         self.links = LinkMonitor(self.q, netns) if port is not None else None
         self.stopping = threading.Event()
         self.connected = False
@@ -119,7 +123,7 @@ class Daemon:
                     self._refresh_held()
                     spent = time.monotonic() - now
                     next_refresh = now + max(HELD_REFRESH_SECONDS, spent / HELD_REFRESH_SHARE)
-                if self.status_due and now - self.last_status >= STATUS_EVERY:
+                if self.status_due and now - self.last_status >= self.status_every:
                     self.write_status()
                     self._tell_systemd(self._summary())
                 try:
@@ -411,8 +415,8 @@ class Daemon:
                 mirror.invalidate(ch)
 
     def _status_changed(self) -> None:
-        """After an event: the status file and systemd's STATUS at most every STATUS_EVERY."""
-        if time.monotonic() - self.last_status >= STATUS_EVERY:
+        """After an event: the status file and systemd's STATUS at most every status_every."""
+        if time.monotonic() - self.last_status >= self.status_every:
             self.write_status()
             self._tell_systemd(self._summary())
         elif not self.status_due:
@@ -473,7 +477,14 @@ class Daemon:
                 "valid": m.valid, "why": m.why, "loads": m.loads, "drift": m.drift}
 
     def write_status(self) -> None:
-        self.last_status, self.status_due = time.monotonic(), 0.0
+        started = time.monotonic()
+        self.last_status, self.status_due = started, 0.0
+        try:
+            self._write_status()
+        finally:
+            self.status_every = max(STATUS_EVERY, (time.monotonic() - started) / STATUS_SHARE)
+
+    def _write_status(self) -> None:
         path = Path(self.cfg.status_file)
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
