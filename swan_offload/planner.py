@@ -18,7 +18,6 @@ from typing import Any
 from .config import Config, Rule
 from .model import ChildSA, IkeSA
 from .policy_index import PolicyIndex
-from .vocab import Cause, Mode
 from .xfrm import constants as c
 from .xfrm.objects import LifetimeCur, Offload, PolicyId, Selector, XfrmPolicy, XfrmState
 
@@ -27,18 +26,21 @@ PROBE_REQID = AGENT_TAG  # probe states: no charon template carries it, so no pa
 CHARON_DEFAULT_BASE = 400000  # 2 * PRIO_BASE: charon's regular and trap policies
 CHARON_MAX_SPECIFICITY = 131459
 
-# targets a CHILD_SA can end in, and why one is not packet (vocab.py), by their short names here
-PACKET, CRYPTO, SOFTWARE, KEEP = Mode.PACKET, Mode.CRYPTO, Mode.SOFTWARE, Mode.KEEP
-OFF, NATIVE, PENDING = Mode.OFF, Mode.NATIVE, Mode.PENDING
-CONFIGURED, WAITING, CHARON_OFFLOADS = Cause.CONFIGURED, Cause.WAITING, Cause.CHARON_OFFLOADS
-KERNEL, NO_DEVICE, DEVICE_DOWN, DEVICE_REFUSED = Cause.KERNEL, Cause.NO_DEVICE, Cause.DEVICE_DOWN, Cause.DEVICE_REFUSED
-REQID, SA_UNSUPPORTED, NO_POLICIES, PRIORITY, SHADOWED = Cause.REQID, Cause.SA_UNSUPPORTED, Cause.NO_POLICIES, Cause.PRIORITY, Cause.SHADOWED
+# targets a CHILD_SA can end in
+PACKET, CRYPTO, SOFTWARE, KEEP = "packet", "crypto", "software", "keep"
+OFF, NATIVE, PENDING = "off", "native", "pending"
+
+# Why a CHILD_SA is not in packet offload, as a fixed vocabulary: metrics label decisions by
+# it (the reason text, e.g. the device's own words, is unbounded and stays in status and logs).
+CONFIGURED, WAITING, CHARON_OFFLOADS = "configured", "pending", "native"
+KERNEL, NO_DEVICE, DEVICE_DOWN, DEVICE_REFUSED = "kernel", "no_device", "device_down", "device_refused"
+REQID, SA_UNSUPPORTED, NO_POLICIES, PRIORITY, SHADOWED = "reqid", "sa_unsupported", "no_policies", "priority", "shadowed"
 # xfrm_bundle_create (6.12.19, unchanged through 6.19) keeps the policy's inner family for a
 # packet-offloaded state and routes the outer addresses in it, so every packet fails
 # (XfrmOutBundleGenError); mlx5 takes the inner ethertype on receive from the outer family.
 # strongSwan's tunnel SAs carry no selector family that later fixes key on.
 CROSS_FAMILY_WHY = "the kernel routes the outer header in the inner family (XfrmOutBundleGenError) and the device decapsulates by the outer one"
-CAUSES = tuple(Cause)
+CAUSES = ("", CONFIGURED, WAITING, CHARON_OFFLOADS, KERNEL, NO_DEVICE, DEVICE_DOWN, DEVICE_REFUSED, REQID, SA_UNSUPPORTED, NO_POLICIES, PRIORITY, SHADOWED)
 
 
 @dataclass(frozen=True)
@@ -63,9 +65,6 @@ class KernelView:
     crypto_refusing: dict[int, str] = field(default_factory=dict)
     refused_children: dict[tuple[str, int], str] = field(default_factory=dict)  # the device refused this CHILD_SA's SAs
     policy_index: PolicyIndex | None = None
-    # states the agent itself offloaded (its held copies): a CHILD_SA of those is never "native",
-    # even while its twins are missing
-    agent_offloaded: Collection[tuple[str, int, int]] = frozenset()
 
     @classmethod
     def build(cls, states: list[XfrmState], policies: list[XfrmPolicy], **kw: object) -> KernelView:
@@ -189,10 +188,6 @@ def moved_state(current: XfrmState, offload: Offload | None, outbound: bool, seq
     elif outbound and replay is not None:
         replay = replace(replay, oseq=min(replay.oseq + seq_margin, 0xFFFFFFFF))
     return replace(current, offload=offload, replay=replay, replay_esn=esn, lastused=None, sa_dir=None)
-
-
-def state_key(st: XfrmState) -> tuple[str, int, int]:
-    return (st.daddr, st.spi, st.proto)
 
 
 def sa_shape(st: XfrmState) -> tuple[Any, ...]:
@@ -321,7 +316,7 @@ def plan_child(child: ChildSA, cfg: Config, view: KernelView, clash: str | None)
     crypto_refusal = view.crypto_refusing.get(device.ifindex, "") if device else ""
     crypto_ok = device is not None and not crypto_refusal
     base = replace(base, device=device, crypto_refusal=crypto_refusal)
-    mine = bool(view.index.agent(child.reqid)) or any(state_key(st) in view.agent_offloaded for st in (out, inn))
+    mine = view.index.agent(child.reqid)
     if out.offload and out.offload.packet and inn.offload and inn.offload.packet and not mine:
         return replace(base, target=NATIVE, reason="charon offloads this SA itself", cause=CHARON_OFFLOADS)
     if rule.mode == CRYPTO:
@@ -428,12 +423,6 @@ def plan(
     # policies of children still pending are not stale: they may still be needed; nor are those
     # of IKE_SAs list-sas did not make readable, nor (then) the bypasses their IKE traffic may need
     keep_reqids = {p.child.reqid for p in plans if p.target in (PENDING,)} | frozen.reqids
-    if scope is not None:
-        # a reqid whose CHILD_SAs are all gone from this scope while charon's policies of it stay
-        # is a rekey whose successor the scope does not hold yet (its event is on its way): its
-        # twins stay. A full resync, with list-sas in full, decides those.
-        planned = {p.child.reqid for p in plans}
-        keep_reqids |= {r for r in scope.reqids if r not in planned and view.index.charon(r)}
     if scope is None:
         candidates: Collection[XfrmPolicy] = view.policies
     else:  # the scope's own agent policies (a bypass names no reqid: never one of them)

@@ -11,8 +11,6 @@ lab_conf_many "$N"
 lab_load gwa /run/many-gwa.conf && lab_load gwb /run/many-gwb.conf
 lab_initiate_many "$N"
 P="$LAB_PY $LAB_DIR/jobs/scale_probe.py"
-# the agent's log reaches the host as it is written: a run killed at its timeout still has it
-mkdir -p "$LAB_OUT/logs" && touch /run/so.log && (tail -F /run/so.log >"$LAB_OUT/logs/agent.log" 2>/dev/null &)
 lab_section figures
 ip netns exec gwa $P dump gwa
 ip netns exec gwa $P floor gwa wan
