@@ -17,6 +17,8 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -335,19 +337,13 @@ class Daemon:
             self._note_unreadable(answer, scoped=True)
             self.charon.update(scope, answer)
             self._catch_up()
-            try:
-                with self.lock:
-                    self._apply_inbox()
-                    if not mirror.valid:
-                        self.full_due = True
-                        return False
-                    self.reconciler.reconcile_scope(self.charon, scope)
-            except OSError as e:
-                self.sync_errors += 1
-                self.full_due = True
-                log.error("reconcile failed: %s", e)
-                return False
-            self.last_sync = time.time()
+            with self.lock:
+                self._apply_inbox()
+                if not mirror.valid:
+                    self.full_due = True
+                    return False
+                if not self._guarded(partial(self.reconciler.reconcile_scope, self.charon, scope)):
+                    return False
             self._status_changed()
             self._rekey_restored()
             if not mirror.touched and not self.scope:
@@ -364,30 +360,43 @@ class Daemon:
         self._note_unreadable(sas, scoped=False)
         self.full_due, self.scope = False, Scope()
         self.charon.load(sas)
-        try:
-            if self.monitor is not None:
-                # the dump goes after every notification sent before it: those after it replay
-                # onto it, which converges (mirror.py)
-                self._catch_up()
-                self._apply_inbox()
-                wrong = self.reconciler.reload()
-                # what changed while the dump ran is no fault of the mirror's
-                self._catch_up()
-                wrong -= {(ch.kind, ch.key) for ch in self.monitor.inbox if isinstance(ch, Change)}
-                if wrong:
-                    self.reconciler.mirror.drift += len(wrong)
-                    log.warning("kernel mirror differed from the kernel in %d object(s); reloaded", len(wrong))
+        def run() -> None:
+            self._reload_mirror()
             self.reconciler.reconcile(sas)
+
+        if not self._guarded(run):
+            return False
+        self.write_status()
+        self._tell_systemd(self._summary())
+        self._rekey_restored()
+        return True
+
+    def _guarded(self, run: Callable[[], object]) -> bool:
+        """Run a reconcile; a kernel error is counted, asks for a full resync next, and is False."""
+        try:
+            run()
         except OSError as e:
             self.sync_errors += 1
             self.full_due = True
             log.error("reconcile failed: %s", e)
             return False
         self.last_sync = time.time()
-        self.write_status()
-        self._tell_systemd(self._summary())
-        self._rekey_restored()
         return True
+
+    def _reload_mirror(self) -> None:
+        """The kernel mirror from one dump taken after every notification sent before it:
+        those after it replay onto it, which converges (mirror.py). What it had wrong and did
+        not change while the dump ran is drift."""
+        if self.monitor is None:
+            return
+        self._catch_up()
+        self._apply_inbox()
+        wrong = self.reconciler.reload()
+        self._catch_up()
+        wrong -= {(ch.kind, ch.key) for ch in self.monitor.inbox if isinstance(ch, Change)}
+        if wrong:
+            self.reconciler.mirror.drift += len(wrong)
+            log.warning("kernel mirror differed from the kernel in %d object(s); reloaded", len(wrong))
 
     def _note_unreadable(self, sas: model.SaList, scoped: bool) -> None:
         for err in sas.errors:
