@@ -91,7 +91,8 @@ class XfrmMonitor(threading.Thread):
         try:
             ch = mi.change_of(mtype, msg, foreign=pid != self.own_port)
         except (ValueError, KeyError, TypeError) as e:  # a notification we cannot read: reload
-            log.warning("unreadable XFRM notification (type %d): %s", mtype, e)
+            # the error's type only: its text could quote the message, keys included
+            log.warning("unreadable XFRM notification (type %d): %s; the kernel mirror is reloaded", mtype, type(e).__name__)
             ch = f"unreadable notification of type {mtype}"
         if ch is not None:
             self.inbox.append(ch)
