@@ -36,3 +36,9 @@ def test_bench_xfrm_read_small():
         skip_unless_required("bench/xfrm_read.py needs root for a network namespace")
     out = run("xfrm_read.py", "--sizes", "50")
     assert "50" in out, out
+
+
+def test_bench_event_small():
+    out = run("event.py", "--sizes", "10", "100", "--events", "3")
+    rows = [line.split() for line in out.splitlines() if line.split()[0] in ("spokes", "one")]
+    assert [(r[0], r[1]) for r in rows] == [("spokes", "10"), ("spokes", "100"), ("one", "10"), ("one", "100")], out
