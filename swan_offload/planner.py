@@ -18,6 +18,7 @@ from typing import Any
 from .config import Config, Rule
 from .model import ChildSA, IkeSA
 from .policy_index import PolicyIndex
+from .vocab import Cause, Mode
 from .xfrm import constants as c
 from .xfrm.objects import LifetimeCur, Offload, PolicyId, Selector, XfrmPolicy, XfrmState
 
@@ -26,21 +27,18 @@ PROBE_REQID = AGENT_TAG  # probe states: no charon template carries it, so no pa
 CHARON_DEFAULT_BASE = 400000  # 2 * PRIO_BASE: charon's regular and trap policies
 CHARON_MAX_SPECIFICITY = 131459
 
-# targets a CHILD_SA can end in
-PACKET, CRYPTO, SOFTWARE, KEEP = "packet", "crypto", "software", "keep"
-OFF, NATIVE, PENDING = "off", "native", "pending"
-
-# Why a CHILD_SA is not in packet offload, as a fixed vocabulary: metrics label decisions by
-# it (the reason text, e.g. the device's own words, is unbounded and stays in status and logs).
-CONFIGURED, WAITING, CHARON_OFFLOADS = "configured", "pending", "native"
-KERNEL, NO_DEVICE, DEVICE_DOWN, DEVICE_REFUSED = "kernel", "no_device", "device_down", "device_refused"
-REQID, SA_UNSUPPORTED, NO_POLICIES, PRIORITY, SHADOWED = "reqid", "sa_unsupported", "no_policies", "priority", "shadowed"
+# targets a CHILD_SA can end in, and why one is not packet (vocab.py), by their short names here
+PACKET, CRYPTO, SOFTWARE, KEEP = Mode.PACKET, Mode.CRYPTO, Mode.SOFTWARE, Mode.KEEP
+OFF, NATIVE, PENDING = Mode.OFF, Mode.NATIVE, Mode.PENDING
+CONFIGURED, WAITING, CHARON_OFFLOADS = Cause.CONFIGURED, Cause.WAITING, Cause.CHARON_OFFLOADS
+KERNEL, NO_DEVICE, DEVICE_DOWN, DEVICE_REFUSED = Cause.KERNEL, Cause.NO_DEVICE, Cause.DEVICE_DOWN, Cause.DEVICE_REFUSED
+REQID, SA_UNSUPPORTED, NO_POLICIES, PRIORITY, SHADOWED = Cause.REQID, Cause.SA_UNSUPPORTED, Cause.NO_POLICIES, Cause.PRIORITY, Cause.SHADOWED
 # xfrm_bundle_create (6.12.19, unchanged through 6.19) keeps the policy's inner family for a
 # packet-offloaded state and routes the outer addresses in it, so every packet fails
 # (XfrmOutBundleGenError); mlx5 takes the inner ethertype on receive from the outer family.
 # strongSwan's tunnel SAs carry no selector family that later fixes key on.
 CROSS_FAMILY_WHY = "the kernel routes the outer header in the inner family (XfrmOutBundleGenError) and the device decapsulates by the outer one"
-CAUSES = ("", CONFIGURED, WAITING, CHARON_OFFLOADS, KERNEL, NO_DEVICE, DEVICE_DOWN, DEVICE_REFUSED, REQID, SA_UNSUPPORTED, NO_POLICIES, PRIORITY, SHADOWED)
+CAUSES = tuple(Cause)
 
 
 @dataclass(frozen=True)

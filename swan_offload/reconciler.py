@@ -10,11 +10,10 @@ the original state is put back at once and the child goes to its fallback.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from . import planner as pl
@@ -22,6 +21,7 @@ from .backend import AddPolicy, AddState, Backend, DelPolicy, DelState, Op, rand
 from .capability import KernelCaps
 from .charon_mirror import CharonMirror, Scope
 from .config import Config
+from .held import Held, HeldCopies
 from .ledger import Key, Ledger, Outcome
 from .mirror import KernelMirror
 from .model import ChildSA, SaList
@@ -31,22 +31,6 @@ from .xfrm.netlink import XfrmError
 from .xfrm.objects import Algo, LifetimeCur, Secret, XfrmState
 
 log = logging.getLogger("swan_offload.reconciler")
-
-
-@dataclass
-class Held:
-    """The agent's copy of a state it offloaded, keys included (memory only, never logged).
-
-    A device going down takes its offloaded SAs with it; this copy is what goes back
-    into the kernel in software. ``epoch`` is the device's loss count when it was taken.
-    """
-
-    state: XfrmState
-    child: tuple[str, int]
-    outbound: bool
-    epoch: int
-    read_at: float
-    rate: float = 0.0  # outbound packets per second between the last two reads
 
 
 def probe_state(st: XfrmState) -> XfrmState:
@@ -106,10 +90,7 @@ class Reconciler:
         # what the monitor thread's follow() shares with a run: the daemon passes its lock;
         # a run takes it per CHILD_SA, not for all of them
         self.lock: threading.RLock = threading.RLock()
-        self.held: dict[tuple[str, int, int], Held] = {}
-        self.losses: dict[int, int] = {}  # ifindex -> times seen going down
-        self.down: set[int] = set()
-        self.lost_at: dict[int, float] = {}  # ifindex -> when it was last seen going down
+        self.held = HeldCopies()
         self.restored: dict[Key, ChildSA] = {}  # put back in software, not yet rekeyed
         self.ike_ports: frozenset[int] = frozenset()  # every IKE port charon was seen using
         # SA shapes a device took (probe_shape): not probed again until the device goes down.
@@ -288,29 +269,20 @@ class Reconciler:
         """CHILD_SAs charon no longer lists: their records and copies go."""
         if not keys:
             return
-        for k in [k for k, h in self.held.items() if h.child in keys]:
-            del self.held[k]
+        self.held.forget(keys)
         self.ledger.retire(keys)
 
     # ------------------------------------------------------------ device loss
 
     def link_changed(self, ifindex: int, up: bool) -> None:
         """A link event: a device that goes down has lost everything offloaded to it."""
-        if up:
-            self.down.discard(ifindex)
-            return
-        if ifindex not in self.down:
+        if self.held.link_changed(ifindex, up):
             self.accepted = {k for k in self.accepted if k[0] != ifindex}  # a device back from down is asked anew
-            self.down.add(ifindex)
-            self.lost_at[ifindex] = time.monotonic()  # the device sent nothing after this
-            self.losses[ifindex] = self.losses.get(ifindex, 0) + 1
-            if any(h.state.offload and h.state.offload.ifindex == ifindex for h in self.held.values()):
-                log.warning("device #%d went down: the kernel dropped the SAs and policies offloaded to it", ifindex)
 
     def _note_devices(self, view: pl.KernelView) -> None:
         """The dump's view of devices, for losses no link event reported (down, or gone)."""
         present = {d.ifindex: d for d in view.devices.values()}
-        for ifindex in {h.state.offload.ifindex for h in self.held.values() if h.state.offload} | set(self.down):
+        for ifindex in self.held.devices():
             dev = present.get(ifindex)
             self.link_changed(ifindex, dev is not None and dev.up)
 
@@ -322,20 +294,7 @@ class Reconciler:
                 continue
             for st, outbound in ((cp.state_out, True), (cp.state_in, False)):
                 if st is not None and st.offload is not None:
-                    self._keep(st, cp.child.key, outbound)
-
-    def _keep(self, st: XfrmState, child: tuple[str, int], outbound: bool, read_at: float | None = None) -> bool:
-        """Hold ``st`` as read at ``read_at`` (now if None); False for a read older than the copy held."""
-        assert st.offload is not None
-        k = (st.daddr, st.spi, st.proto)
-        prev, now = self.held.get(k), time.monotonic() if read_at is None else read_at
-        if prev and now < prev.read_at:
-            return False
-        rate = prev.rate if prev else 0.0
-        if prev and outbound and now > prev.read_at:
-            rate = max(0.0, (pl.out_seq(st) - pl.out_seq(prev.state)) / (now - prev.read_at))
-        self.held[k] = Held(st, child, outbound, self.losses.get(st.offload.ifindex, 0), now, rate)
-        return True
+                    self.held.keep(st, cp.child.key, outbound)
 
     def refresh_held(self, states: list[SaCounters] | None = None, read_at: float | None = None) -> int:
         """Read the device's sequence numbers and counters of every held SA (one lean dump).
@@ -355,22 +314,7 @@ class Reconciler:
             return 0
         if states is None:
             states, read_at = self.backend.dump_counters(), time.monotonic()
-        now = {(s.daddr, s.spi, s.proto): s for s in states if s.offload is not None}
-        fresh = 0
-        at = time.monotonic() if read_at is None else read_at
-        for k, h in list(self.held.items()):
-            cnt = now.get(k)
-            if cnt is None or cnt.offload != h.state.offload or at < h.read_at:
-                continue
-            old = h.state
-            if (cnt.replay, cnt.replay_esn, cnt.curlft, cnt.stats) == (old.replay, old.replay_esn, old.curlft, old.stats):
-                h.read_at, h.rate = at, 0.0  # nothing moved (an idle SA): the copy is current as it is
-                fresh += 1
-                continue
-            st = replace(old, curlft=cnt.curlft, stats=cnt.stats, replay=cnt.replay, replay_esn=cnt.replay_esn)
-            if self._keep(st, h.child, h.outbound, at):
-                fresh += 1
-        return fresh
+        return self.held.refresh(states, time.monotonic() if read_at is None else read_at)
 
     def follow(self, st: XfrmState) -> bool:
         """Offload at once a software SA charon just added beside an offloaded one of the same shape.
@@ -392,7 +336,7 @@ class Reconciler:
         new = pl.moved_state(st, twin.state.offload, twin.outbound, self.cfg.seq_margin)
         gone, refused = self.backend.apply([DelState(st.id, "remove " + st.describe()), AddState(new)])
         if gone is None and refused is None:
-            self._keep(new, twin.child, twin.outbound)
+            self.held.keep(new, twin.child, twin.outbound)
             self.ledger.followed[st.spi] = time.time()
             log.info("reqid %d: new %s offloaded on arrival (a rekey of an offloaded CHILD_SA)", st.reqid, new.describe())
             return True
@@ -406,24 +350,12 @@ class Reconciler:
 
     def _offloaded(self, h: Held) -> bool:
         done = self.outcomes.get(h.child)
-        return done is not None and done.mode == pl.PACKET and h.state.offload is not None and h.state.offload.ifindex not in self.down
+        return done is not None and done.mode == pl.PACKET and h.state.offload is not None and h.state.offload.ifindex not in self.held.down
 
     def _restore(self, children: list[ChildSA], view: pl.KernelView) -> bool:
         """Put back in software every held SA a device loss took while charon still uses it."""
         live = {ch.key: ch for ch in children if ch.state in ("INSTALLED", "")}
-        todo: list[tuple[tuple[str, int, int], Held, XfrmState, int]] = []
-        for k, h in self.held.items():
-            assert h.state.offload is not None
-            if h.child not in live or k in view.states or self.losses.get(h.state.offload.ifindex, 0) <= h.epoch:
-                continue  # charon removed it, it is still there, or no device loss explains its absence
-            # the device's last sequence number went with it: skip what it could have sent since the
-            # last read. Not what it was seen sending: an SA moved or started while traffic ran has
-            # no rate yet (in the lab the device sent 14 packets in the 0.7 s between a move and the
-            # loss, and the restored SA repeated 6 of them). At most restore_max_pps, until the loss.
-            until = min(time.monotonic(), self.lost_at.get(h.state.offload.ifindex, math.inf))
-            bound = max(2 * h.rate, float(self.cfg.restore_max_pps))
-            jump = self.cfg.seq_margin + math.ceil(bound * max(0.0, until - h.read_at)) if h.outbound else 0
-            todo.append((k, h, pl.moved_state(h.state, None, h.outbound, jump), jump))
+        todo = self.held.lost(set(live), view.states, self.cfg.seq_margin, self.cfg.restore_max_pps)
         errs = self.backend.apply([AddState(new) for _k, _h, new, _j in todo])
         for (k, h, new, jump), err in zip(todo, errs):
             del self.held[k]
@@ -563,7 +495,7 @@ class Reconciler:
             for _cur, new, outbound in fresh:
                 self.mirror.put_state(new)
                 if new.offload is not None:
-                    self._keep(new, cp.child.key, outbound)
+                    self.held.keep(new, cp.child.key, outbound)
             return None
         try:
             return self._undo(ops, errs, fresh)
