@@ -14,7 +14,8 @@ one IKE_SA between two charon 5.9.8, the agent on gateway A. Figures (seconds un
   restore_s, restore_missing  wan down -> every SA back in the kernel (software); missing after 60 s
   reoffload_s wan up -> all N in packet offload again (charon rekeys the restored ones)
 
-Ratios that matter are printed too: promote/floor. The lab is emulated (TCG): absolute
+Ratios that matter are printed too: promote/floor. Each run's output and the agent's log are
+kept under .lab/bench/ (scale-N-<time>.out, ...-agent.log), to trace a figure afterwards. The lab is emulated (TCG): absolute
 times are inflated, counts are exact. docs/benchmarks.md has the figures and their history.
 """
 
@@ -24,9 +25,11 @@ import argparse
 import json
 import statistics
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+KEEP = ROOT / ".lab" / "bench"  # ignored, like the rest of .lab
 sys.path.insert(0, str(ROOT))
 
 from tests.lab.results import detail, sections  # noqa: E402
@@ -36,6 +39,11 @@ from tests.lab.vm import lab_available, run_job  # noqa: E402
 def measure(n: int) -> dict[str, object]:
     script = (ROOT / "tests/lab/jobs/scale.sh").read_text()
     res = run_job(script, timeout=600 + 12 * n, env={"LAB_SCALE_N": str(n), "LAB_SIM_ARGS": f"max_sa={max(1024, 4 * n + 16)}"})
+    KEEP.mkdir(parents=True, exist_ok=True)  # every run's output and logs, to trace a figure later
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (KEEP / f"scale-{n}-{stamp}.out").write_text(res.stdout + "\n--stderr--\n" + res.stderr)
+    for name, text in res.logs.items():
+        (KEEP / f"scale-{n}-{stamp}-{name}").write_text(text)
     if res.rc != 0:
         raise RuntimeError(detail(res))
     sec = sections(res.stdout)

@@ -44,4 +44,5 @@ lab_check final
 lab_section udp; lab_udp 5001-$((5000 + N)) 2
 kill $LAB_AGENT; wait $LAB_AGENT || true
 lab_section log; grep -E "WARNING|ERROR" /run/so.log | tail -n 20 || true
+mkdir -p "$LAB_OUT/logs" && cp /run/so.log "$LAB_OUT/logs/agent.log"  # bench/scale.py keeps it
 lab_section end
