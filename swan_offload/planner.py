@@ -63,6 +63,9 @@ class KernelView:
     crypto_refusing: dict[int, str] = field(default_factory=dict)
     refused_children: dict[tuple[str, int], str] = field(default_factory=dict)  # the device refused this CHILD_SA's SAs
     policy_index: PolicyIndex | None = None
+    # states the agent itself offloaded (its held copies): a CHILD_SA of those is never "native",
+    # even while its twins are missing
+    agent_offloaded: Collection[tuple[str, int, int]] = frozenset()
 
     @classmethod
     def build(cls, states: list[XfrmState], policies: list[XfrmPolicy], **kw: object) -> KernelView:
@@ -186,6 +189,10 @@ def moved_state(current: XfrmState, offload: Offload | None, outbound: bool, seq
     elif outbound and replay is not None:
         replay = replace(replay, oseq=min(replay.oseq + seq_margin, 0xFFFFFFFF))
     return replace(current, offload=offload, replay=replay, replay_esn=esn, lastused=None, sa_dir=None)
+
+
+def state_key(st: XfrmState) -> tuple[str, int, int]:
+    return (st.daddr, st.spi, st.proto)
 
 
 def sa_shape(st: XfrmState) -> tuple[Any, ...]:
@@ -314,7 +321,7 @@ def plan_child(child: ChildSA, cfg: Config, view: KernelView, clash: str | None)
     crypto_refusal = view.crypto_refusing.get(device.ifindex, "") if device else ""
     crypto_ok = device is not None and not crypto_refusal
     base = replace(base, device=device, crypto_refusal=crypto_refusal)
-    mine = view.index.agent(child.reqid)
+    mine = bool(view.index.agent(child.reqid)) or any(state_key(st) in view.agent_offloaded for st in (out, inn))
     if out.offload and out.offload.packet and inn.offload and inn.offload.packet and not mine:
         return replace(base, target=NATIVE, reason="charon offloads this SA itself", cause=CHARON_OFFLOADS)
     if rule.mode == CRYPTO:
@@ -421,6 +428,12 @@ def plan(
     # policies of children still pending are not stale: they may still be needed; nor are those
     # of IKE_SAs list-sas did not make readable, nor (then) the bypasses their IKE traffic may need
     keep_reqids = {p.child.reqid for p in plans if p.target in (PENDING,)} | frozen.reqids
+    if scope is not None:
+        # a reqid whose CHILD_SAs are all gone from this scope while charon's policies of it stay
+        # is a rekey whose successor the scope does not hold yet (its event is on its way): its
+        # twins stay. A full resync, with list-sas in full, decides those.
+        planned = {p.child.reqid for p in plans}
+        keep_reqids |= {r for r in scope.reqids if r not in planned and view.index.charon(r)}
     if scope is None:
         candidates: Collection[XfrmPolicy] = view.policies
     else:  # the scope's own agent policies (a bypass names no reqid: never one of them)

@@ -122,6 +122,7 @@ class Reconciler:
             crypto_refusing=dict(self.crypto_refusing),
             refused_children=dict(self.refused),
             policy_index=self.mirror.index,
+            agent_offloaded=self.held.keys(),
         )
 
     def plan(self, sas: SaList | list[ChildSA]) -> pl.Plan:
@@ -216,12 +217,11 @@ class Reconciler:
         return keys
 
     def _retire_bypasses(self, ifindexes: set[int]) -> None:
-        """The IKE bypasses of devices that no longer carry a CHILD_SA in packet offload."""
-        stale = [
-            DelPolicy(p.id, "remove " + p.describe())
-            for p in self.mirror.policies.values()
-            if pl.is_agent_policy(p) and not p.templates and p.offload is not None and p.offload.ifindex in ifindexes
-        ]
+        """The IKE bypasses of devices that no longer carry a CHILD_SA in packet offload, nor an
+        agent twin (one kept for a rekey's successor still on its way)."""
+        mine = [p for p in self.mirror.policies.values() if pl.is_agent_policy(p) and p.offload is not None]
+        ifindexes = ifindexes - {p.offload.ifindex for p in mine if p.templates and p.offload}
+        stale = [DelPolicy(p.id, "remove " + p.describe()) for p in mine if not p.templates and p.offload and p.offload.ifindex in ifindexes]
         self._drop_policies(stale)
 
     def _drop_policies(self, stale: list[DelPolicy]) -> None:

@@ -246,3 +246,43 @@ def test_charon_mirror_keeps_an_unreadable_ike_sa_as_it_was():
     assert sorted(ch.key for ch in kept.children) == sorted(ch.key for ch in kids) and ("ike1", 1) in kept.unreadable
     m.update(Scope(ikes={1}), SaList())  # gone for good
     assert len(m) == 0 and m.with_reqids({kids[0].reqid}) == set()
+
+
+def test_a_rekey_seen_old_side_first_keeps_its_twins_and_is_never_native():
+    """Found by bench/scale.py after a device flap at N=40: 40 rekeys at once; a round planned a
+    rekeyed CHILD_SA charon had deleted before the successor's event was read. Its reqid's twins
+    went as stale, and the successor, whose SAs the follower had offloaded on arrival, then
+    looked like charon's own packet offload ("native"), without twins."""
+    ks, kf, rs, rf, charon, mirror = rig()
+    (old,) = spoke(1)
+    charon.up(1, [old])
+    mirror.load(charon.sa_list())
+    rs.reconcile(mirror.sa_list())
+    rf.reconcile(charon.sa_list())
+    twins = agent_objects(ks)
+    new = child(ike="ike1", ike_uniqueid=1, name=old.name, uniqueid=777, reqid=old.reqid, spi_in=0xC0000777, spi_out=0xC1000777,
+                lts=tuple(t.text for t in old.local_ts), rts=tuple(t.text for t in old.remote_ts))
+    # charon installs the successor's SAs (policies unchanged), the follower offloads them
+    new_states, _pols = charon_objects(new)
+    for r, k in ((rs, ks), (rf, kf)):
+        for st in new_states:
+            k.states[mi.state_key(st)] = st
+            if r is rs:
+                r.mirror.apply(mi.Change("state", st, mi.state_key(st), frozenset({st.reqid})))
+            assert r.follow(st)
+            if r is rs:  # the follower's writes, as their notifications bring them
+                r.mirror.apply(mi.Change("state", k.states[mi.state_key(st)], mi.state_key(st), frozenset(), foreign=False))
+    # charon deletes the old SAs; the old side is read before the successor's event
+    charon.ikes[1] = [new]
+    for k in (ks, kf):
+        for st in charon_objects(old)[0]:
+            k.states.pop(mi.state_key(st))
+    for st in charon_objects(old)[0]:
+        rs.mirror.apply(mi.Change("state", None, mi.state_key(st), frozenset({st.reqid})))
+    rs.mirror.take_touched()
+    gone = Scope(children={(1, old.uniqueid)})
+    mirror.update(gone, SaList(ikes=[mirror.ikes[1]]))  # listed without it
+    rs.reconcile_scope(mirror, gone)
+    assert agent_objects(ks) == twins  # charon's policies of the reqid stay: so do the twins
+    step(charon, mirror, rs, rf, ks, kf, Scope(children={(1, new.uniqueid)}))
+    assert rs.outcomes[new.key].mode == "packet" and agent_objects(ks) == twins

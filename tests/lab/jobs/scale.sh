@@ -11,6 +11,8 @@ lab_conf_many "$N"
 lab_load gwa /run/many-gwa.conf && lab_load gwb /run/many-gwb.conf
 lab_initiate_many "$N"
 P="$LAB_PY $LAB_DIR/jobs/scale_probe.py"
+# the agent's log reaches the host as it is written: a run killed at its timeout still has it
+mkdir -p "$LAB_OUT/logs" && touch /run/so.log && (tail -F /run/so.log >"$LAB_OUT/logs/agent.log" 2>/dev/null &)
 lab_section figures
 ip netns exec gwa $P dump gwa
 ip netns exec gwa $P floor gwa wan
@@ -44,5 +46,4 @@ lab_check final
 lab_section udp; lab_udp 5001-$((5000 + N)) 2
 kill $LAB_AGENT; wait $LAB_AGENT || true
 lab_section log; grep -E "WARNING|ERROR" /run/so.log | tail -n 20 || true
-mkdir -p "$LAB_OUT/logs" && cp /run/so.log "$LAB_OUT/logs/agent.log"  # bench/scale.py keeps it
 lab_section end
