@@ -88,6 +88,12 @@ class XfrmMonitor(threading.Thread):
             self.inbox.append(ENOBUFS_WHY)
             self.q.put(("xfrm", None))
             return
+        foreign = pid != self.own_port and mtype in TRIGGERS
+        if foreign and self.on_new_state and mtype in (c.XFRM_MSG_NEWSA, c.XFRM_MSG_UPDSA):
+            # first: until a rekey's new SA is moved the kernel drops that CHILD_SA's traffic.
+            # The follower's writes come after this notification in the socket, so the inbox
+            # keeps the kernel's order.
+            self.on_new_state(msg)
         try:
             ch = mi.change_of(mtype, msg, foreign=pid != self.own_port)
         except (ValueError, KeyError, TypeError) as e:  # a notification we cannot read: reload
@@ -96,8 +102,5 @@ class XfrmMonitor(threading.Thread):
             ch = f"unreadable notification of type {mtype}"
         if ch is not None:
             self.inbox.append(ch)
-        if pid == self.own_port or mtype not in TRIGGERS:
-            return
-        if self.on_new_state and mtype in (c.XFRM_MSG_NEWSA, c.XFRM_MSG_UPDSA):
-            self.on_new_state(msg)
-        self.q.put(("xfrm", ch.reqids if isinstance(ch, mi.Change) and ch.reqids else None))
+        if foreign:
+            self.q.put(("xfrm", ch.reqids if isinstance(ch, mi.Change) and ch.reqids else None))
