@@ -333,6 +333,12 @@ class Reconciler:
         if twin is None:
             return False
         assert twin.state.offload is not None
+        # the notification may be old: a reconcile may have moved the SA since (moving it again
+        # from the notification's copy would repeat its sequence numbers), or charon deleted it
+        now = self.backend.get_state(st.id)
+        if now is None or now.offload is not None:
+            return False
+        st = now
         new = pl.moved_state(st, twin.state.offload, twin.outbound, self.cfg.seq_margin)
         gone, refused = self.backend.apply([DelState(st.id, "remove " + st.describe()), AddState(new)])
         if gone is None and refused is None:

@@ -374,6 +374,29 @@ def test_rekeyed_sa_of_an_offloaded_child_is_offloaded_on_arrival():
     assert r.outcomes[new.key].mode == "packet"
 
 
+def test_a_late_notification_is_followed_from_the_kernels_sa_not_its_own_copy():
+    """The follower reads the SA again: one moved meanwhile is not moved twice (its copy in the
+    notification would restart the sequence numbers it sent since), one gone is not re-added,
+    and one that sent packets since continues from them."""
+    old = child()
+    k = kernel_with([old])
+    r = Reconciler(k, config.Config(), CAPS)
+    r.reconcile([old])
+    new, states = _rekeyed(k, old)
+    out, inn = (s for s in sorted(states, key=lambda s: s.spi != new.spi_out))
+    k.batches.clear()
+    assert r.follow(out)
+    assert not r.follow(out) and len(k.batches) == 1  # the same notification again: already moved
+    del k.states[(inn.daddr, inn.spi, inn.proto)]  # charon deleted it before the monitor read it
+    assert not r.follow(inn) and len(k.batches) == 1 and (inn.daddr, inn.spi, inn.proto) not in k.states
+    new2, states2 = _rekeyed(k, new)
+    out2 = next(s for s in states2 if s.spi == new2.spi_out)
+    key = (out2.daddr, out2.spi, out2.proto)
+    k.states[key] = replace(out2, replay=replace(out2.replay, oseq=out2.replay.oseq + 40))  # sent 40 since
+    assert r.follow(out2)
+    assert k.states[key].replay.oseq == out2.replay.oseq + 40 + config.Config().seq_margin
+
+
 def test_new_sa_not_like_an_offloaded_one_waits_for_the_reconcile():
     old = child()
     k = kernel_with([old])

@@ -32,10 +32,11 @@ def snapshot(ns: str) -> dict:
     children = list_children(f"/run/{ns}/charon.vici")
     b = NetlinkBackend(ns)
     states, policies = b.dump_states(), b.dump_policies()
-    known = {spi for ch in children for spi in (ch.spi_in, ch.spi_out)}
+    # an SA is its (daddr, spi): the same SPI towards another address is another SA
+    known = {(ch.local_host, ch.spi_in) for ch in children} | {(ch.remote_host, ch.spi_out) for ch in children}
     installed = [ch for ch in children if ch.state == "INSTALLED"]
     live_reqids = {ch.reqid for ch in children}
-    spis = Counter(s.spi for s in states if s.proto == c.IPPROTO_ESP)
+    spis = Counter((s.daddr, s.spi) for s in states if s.proto == c.IPPROTO_ESP)
     agent = [p for p in policies if pl.is_agent_policy(p)]
     return {
         "children": [
@@ -45,14 +46,15 @@ def snapshot(ns: str) -> dict:
         ],  # fmt: skip
         "states": [
             {"spi": f"{s.spi:08x}", "daddr": s.daddr, "reqid": s.reqid, "mode": s.mode,
-             "offload": s.offload.mode if s.offload else None, "packets": s.curlft.packets}
+             "offload": s.offload.mode if s.offload else None, "packets": s.curlft.packets,
+             "dev": s.offload.ifindex if s.offload else None, "mark": [s.mark.value, s.mark.mask] if s.mark else None}
             for s in states
         ],  # fmt: skip
         # SAs of installed CHILD_SAs missing from the kernel, or present more than once
-        "missing": sorted(f"{spi:08x}" for ch in installed for spi in (ch.spi_in, ch.spi_out) if spis[spi] == 0),
-        "duplicate": sorted(f"{spi:08x}" for spi, n in spis.items() if n > 1),
+        "missing": sorted(f"{k[1]:08x}" for ch in installed for k in ((ch.local_host, ch.spi_in), (ch.remote_host, ch.spi_out)) if spis[k] == 0),
+        "duplicate": sorted(f"{spi:08x}" for (_d, spi), n in spis.items() if n > 1),
         # ESP states charon does not hold (probe states included)
-        "orphan_states": sorted(f"{s.spi:08x}" for s in states if s.proto == c.IPPROTO_ESP and s.spi not in known),
+        "orphan_states": sorted(f"{s.spi:08x}" for s in states if s.proto == c.IPPROTO_ESP and (s.daddr, s.spi) not in known),
         "probe_states": sum(1 for s in states if pl.is_probe_state(s)),
         "agent_policies": [_policy(p) for p in agent],
         # agent policies for a reqid charon no longer has
