@@ -26,8 +26,9 @@ from . import capability, control, metrics, model, sdnotify, vici_source
 from .backend import Backend, NetlinkBackend
 from .charon_mirror import CharonMirror, Scope, event_scope
 from .config import Config
+from .ledger import Ledger
 from .links import LinkMonitor
-from .mirror import Change
+from .mirror import Change, KernelMirror
 from .monitor import XfrmMonitor
 from .reconciler import Reconciler
 from .xfrm import objects as o
@@ -60,19 +61,22 @@ class Daemon:
         self.q: queue.Queue[Any] = queue.Queue()
         self.backend: Backend = backend or NetlinkBackend(netns)
         self.caps = caps or capability.probe(self.backend)
-        self.reconciler = Reconciler(self.backend, cfg, self.caps)
         self.listener = vici_source.Listener(cfg.vici_socket, self.q, cfg.reconnect_max_seconds)
         # kernel notifications only exist for a real kernel
         port = getattr(getattr(self.backend, "sock", None), "port", None)
-        # the reconciler is driven from the main and the monitor thread; a full run takes the lock
-        # per CHILD_SA (Reconciler._run), so the rekey follower never waits for a whole hub
-        self.lock = self.reconciler.lock
         # reads (held copies, scrapes) go over their own socket, outside self.lock: a rekey
         # followed by the monitor thread must never wait for a dump
         self.reader: NetlinkBackend | None = NetlinkBackend(netns) if port is not None else None
         self.reader_lock = threading.Lock()
         self.monitor = XfrmMonitor(self.q, port, netns, self._follow) if port is not None else None
-        self.reconciler.mirror_fed = self.monitor is not None
+        # the reconciler's collaborators, the daemon's too: the monitor's notifications feed the
+        # kernel mirror (_apply_inbox), status reads the ledger. The reconciler is driven from
+        # the main and the monitor thread; a full run takes the lock per CHILD_SA
+        # (Reconciler._run), so the rekey follower never waits for a whole hub
+        self.mirror = KernelMirror()
+        self.ledger = Ledger()
+        self.lock = threading.RLock()
+        self.reconciler = Reconciler(self.backend, cfg, self.caps, self.mirror, self.ledger, self.lock, mirror_fed=self.monitor is not None)
         self.charon = CharonMirror()
         self.full_due = True  # the next sync reads everything
         self.scope = Scope()  # what events named since the last sync
@@ -202,8 +206,6 @@ class Daemon:
                 ifindex, up = payload
                 with self.lock:
                     self.reconciler.link_changed(ifindex, up)
-                if not up:  # the kernel dropped the device's offloaded objects without a notification
-                    self.reconciler.mirror.invalidate(f"device #{ifindex} went down")
             self.full_due = True
             return True
         if kind == "timer":
@@ -224,7 +226,7 @@ class Daemon:
             return  # the resync that follows reads list-sas, which says what is what
         with self.lock:
             for ch in kids:
-                self.reconciler.ledger.announce(ch.key, at)
+                self.ledger.announce(ch.key, at)
 
     def _serve_metrics(self) -> None:
         if not self.cfg.metrics_listen:
@@ -240,10 +242,10 @@ class Daemon:
     def _metrics_snapshot(self) -> metrics.Snapshot:
         """HTTP thread: the reconciler's records, copied under the lock."""
         with self.lock:
-            r = self.reconciler
-            latencies = r.ledger.take_latencies()
-            agent = metrics.Agent(self.connected, self.last_event, r.runs, r.drift_repaired, self.monitor.seen if self.monitor else 0, dict(r.ledger.decisions), latencies, self.unreadable)
-            return metrics.Snapshot(list(r.outcomes.values()), agent)
+            r, led = self.reconciler.stats(), self.ledger
+            latencies = led.take_latencies()
+            agent = metrics.Agent(self.connected, self.last_event, r.runs, r.drift_repaired, self.monitor.seen if self.monitor else 0, dict(led.decisions), latencies, self.unreadable)
+            return metrics.Snapshot(list(led.outcomes.values()), agent)
 
     def _metrics_states(self) -> list[Any]:
         return self._read_states()[0]
@@ -260,7 +262,7 @@ class Daemon:
 
     def _refresh_held(self) -> None:
         """Keep the copies of offloaded SAs at most HELD_REFRESH_SECONDS old (see Reconciler.refresh_held)."""
-        if not self.reconciler.held:
+        if not self.reconciler.holds_copies():
             return
         try:
             states, read_at = self._read_states()
@@ -313,7 +315,7 @@ class Daemon:
     def _sync(self) -> bool:
         """A full resync when one is due (or the mirrors cannot serve), else the IKE_SAs the
         events since the last one named. False if charon could not be read."""
-        mirror = self.reconciler.mirror
+        mirror = self.mirror
         if self.full_due or not self.charon.loaded or not (mirror.valid or self.monitor is None):
             return self._sync_all()
         for _round in range(3):
@@ -395,7 +397,7 @@ class Daemon:
         self._catch_up()
         wrong -= {(ch.kind, ch.key) for ch in self.monitor.inbox if isinstance(ch, Change)}
         if wrong:
-            self.reconciler.mirror.drift += len(wrong)
+            self.mirror.drift += len(wrong)
             log.warning("kernel mirror differed from the kernel in %d object(s); reloaded", len(wrong))
 
     def _note_unreadable(self, sas: model.SaList, scoped: bool) -> None:
@@ -409,13 +411,13 @@ class Daemon:
         """Wait until the monitor has queued every notification sent so far (not holding the
         lock: the monitor's follower may be waiting for it)."""
         if self.monitor is not None and not self.monitor.barrier():
-            self.reconciler.mirror.invalidate("the XFRM monitor did not answer")
+            self.mirror.invalidate("the XFRM monitor did not answer")
 
     def _apply_inbox(self) -> None:
         """The queued notifications into the kernel mirror, in the kernel's order."""
         if self.monitor is None:
             return
-        inbox, mirror = self.monitor.inbox, self.reconciler.mirror
+        inbox, mirror = self.monitor.inbox, self.mirror
         while inbox:
             ch = inbox.popleft()
             if isinstance(ch, Change):
@@ -432,8 +434,8 @@ class Daemon:
             self.status_due = time.monotonic()
 
     def _summary(self) -> str:
-        modes = Counter(out.mode for out in self.reconciler.outcomes.values())
-        return f"{len(self.reconciler.outcomes)} CHILD_SA(s)" + "".join(f", {n} {m}" for m, n in sorted(modes.items()))
+        modes = Counter(out.mode for out in self.ledger.outcomes.values())
+        return f"{len(self.ledger.outcomes)} CHILD_SA(s)" + "".join(f", {n} {m}" for m, n in sorted(modes.items()))
 
     def _tell_systemd(self, status: str) -> None:
         """READY=1 the first time (the first reconcile, or charon still away), STATUS= on change."""
@@ -461,6 +463,7 @@ class Daemon:
             return self.status()
 
     def status(self) -> dict[str, Any]:
+        r = self.reconciler.stats()
         return {
             "agent": {
                 "pid": os.getpid(),
@@ -469,20 +472,20 @@ class Daemon:
                 "kernel": self.caps.release,
                 "packet_offload": self.caps.packet_offload,
                 "kernel_reason": self.caps.reason,
-                "reconcile_runs": self.reconciler.runs,
-                "scoped_reconciles": self.reconciler.scoped_runs,  # of those, an event's IKE_SAs only
+                "reconcile_runs": r.runs,
+                "scoped_reconciles": r.scoped_runs,  # of those, an event's IKE_SAs only
                 "kernel_mirror": self._mirror_status(),
                 "last_sync": round(self.last_sync, 3),
                 "last_event": round(self.last_event, 3),
-                "refusing_devices": {str(k): v for k, v in self.reconciler.refusing.items()},
+                "refusing_devices": {str(k): v for k, v in r.refusing.items()},
                 "vici_unreadable": self.last_unreadable,
             },
-            "children": [o.as_dict() for o in sorted(self.reconciler.outcomes.values(), key=lambda o: (o.ike, o.child, o.uniqueid))],
+            "children": [o.as_dict() for o in sorted(self.ledger.outcomes.values(), key=lambda o: (o.ike, o.child, o.uniqueid))],
         }
 
     def _mirror_status(self) -> dict[str, Any]:
-        m = self.reconciler.mirror
-        return {"states": len(m.states), "policies": len(m.policies), "fed": self.reconciler.mirror_fed,
+        m = self.mirror
+        return {"states": len(m.states), "policies": len(m.policies), "fed": self.monitor is not None,
                 "valid": m.valid, "why": m.why, "loads": m.loads, "drift": m.drift}
 
     def write_status(self) -> None:

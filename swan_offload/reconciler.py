@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import planner as pl
@@ -69,12 +69,35 @@ def _sa_list(sas: SaList | list[ChildSA]) -> SaList:
     return sas if isinstance(sas, SaList) else SaList(list(sas))
 
 
+@dataclass(frozen=True)
+class RunStats:
+    """What the reconciler has done, for status and metrics."""
+
+    runs: int
+    scoped_runs: int  # of which planned one event's IKE_SAs only
+    drift_repaired: int
+    refusing: dict[int, str]  # ifindex -> why the device refuses packet offload
+
+
 class Reconciler:
-    def __init__(self, backend: Backend, cfg: Config, caps: KernelCaps) -> None:
+    """Applies plans. The kernel mirror, the ledger and the lock are its collaborators: the
+    daemon makes them and keeps its own references (it feeds the mirror from the monitor,
+    reads outcomes for status), so it never reaches into the reconciler for them."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        cfg: Config,
+        caps: KernelCaps,
+        mirror: KernelMirror | None = None,
+        ledger: Ledger | None = None,
+        lock: threading.RLock | None = None,
+        mirror_fed: bool = False,
+    ) -> None:
         self.backend = backend
         self.cfg = cfg
         self.caps = caps
-        self.ledger = Ledger()
+        self.ledger = ledger or Ledger()
         self.refusing: dict[int, str] = {}  # ifindex -> why packet offload is refused
         self.crypto_refusing: dict[int, str] = {}
         self.refused: dict[Key, str] = {}  # child -> why the device refused its SA
@@ -85,11 +108,11 @@ class Reconciler:
         self.last_plan: pl.Plan | None = None
         # the kernel's objects; ``mirror_fed``: a monitor keeps it current between reconciles
         # (the daemon's); without one every reconcile reloads it from a dump
-        self.mirror = KernelMirror()
-        self.mirror_fed = False
+        self.mirror = mirror or KernelMirror()
+        self.mirror_fed = mirror_fed
         # what the monitor thread's follow() shares with a run: the daemon passes its lock;
         # a run takes it per CHILD_SA, not for all of them
-        self.lock: threading.RLock = threading.RLock()
+        self.lock: threading.RLock = lock or threading.RLock()
         self.held = HeldCopies()
         self.restored: dict[Key, ChildSA] = {}  # put back in software, not yet rekeyed
         self.ike_ports: frozenset[int] = frozenset()  # every IKE port charon was seen using
@@ -100,6 +123,13 @@ class Reconciler:
     @property
     def outcomes(self) -> dict[Key, Outcome]:
         return self.ledger.outcomes
+
+    def stats(self) -> RunStats:
+        return RunStats(self.runs, self.scoped_runs, self.drift_repaired, dict(self.refusing))
+
+    def holds_copies(self) -> bool:
+        """Whether any offloaded SA's copy is kept (a held-copy refresh has work)."""
+        return bool(self.held)
 
     # ------------------------------------------------------------ reading
 
@@ -275,9 +305,12 @@ class Reconciler:
     # ------------------------------------------------------------ device loss
 
     def link_changed(self, ifindex: int, up: bool) -> None:
-        """A link event: a device that goes down has lost everything offloaded to it."""
+        """A link event: a device that goes down has lost everything offloaded to it, which
+        the kernel flushed without a notification (the mirror cannot know what)."""
         if self.held.link_changed(ifindex, up):
             self.accepted = {k for k in self.accepted if k[0] != ifindex}  # a device back from down is asked anew
+        if not up and self.mirror_fed:
+            self.mirror.invalidate(f"device #{ifindex} went down")
 
     def _note_devices(self, view: pl.KernelView) -> None:
         """The dump's view of devices, for losses no link event reported (down, or gone)."""
