@@ -26,6 +26,9 @@ log = logging.getLogger("swan_offload.daemon")
 
 TRIGGERS = {c.XFRM_MSG_NEWSA, c.XFRM_MSG_DELSA, c.XFRM_MSG_UPDSA, c.XFRM_MSG_EXPIRE, c.XFRM_MSG_NEWPOLICY, c.XFRM_MSG_DELPOLICY, c.XFRM_MSG_UPDPOLICY, c.XFRM_MSG_FLUSHSA, c.XFRM_MSG_FLUSHPOLICY}
 ENOBUFS_WHY = "the kernel dropped notifications (ENOBUFS)"
+# changes waiting for the main thread, at most: past it (a rekey storm while a resync runs) the
+# inbox is dropped for one reload, as for ENOBUFS. ~1 KiB each: the cap bounds memory at a hub
+INBOX_MAX = 65536
 
 
 class XfrmMonitor(threading.Thread):
@@ -36,8 +39,9 @@ class XfrmMonitor(threading.Thread):
     CHILD_SA cannot wait for the main thread, which may be inside a slow list-sas.
     """
 
-    def __init__(self, q: queue.Queue[Any], own_port: int, netns: str | None = None, on_new_state: Callable[[Any], None] | None = None) -> None:
+    def __init__(self, q: queue.Queue[Any], own_port: int, netns: str | None = None, on_new_state: Callable[[Any], None] | None = None, inbox_max: int = INBOX_MAX) -> None:
         super().__init__(name="xfrm-monitor", daemon=True)
+        self.inbox_max = inbox_max
         self.q = q
         self.on_new_state = on_new_state
         self.own_port = own_port
@@ -101,6 +105,10 @@ class XfrmMonitor(threading.Thread):
             log.warning("unreadable XFRM notification (type %d): %s; the kernel mirror is reloaded", mtype, type(e).__name__)
             ch = f"unreadable notification of type {mtype}"
         if ch is not None:
+            if len(self.inbox) >= self.inbox_max:  # a reload replaces what waits
+                self.inbox.clear()
+                self.inbox.append(f"more than {self.inbox_max} kernel changes waited to be read")
+                self.q.put(("xfrm", None))
             self.inbox.append(ch)
         if foreign:
             self.q.put(("xfrm", ch.reqids if isinstance(ch, mi.Change) and ch.reqids else None))

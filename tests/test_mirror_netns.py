@@ -104,3 +104,31 @@ def test_others_changes_wake_the_daemon_with_their_reqids(netns):
         mon.join(3)
         agent.close()
         charon.close()
+
+
+def test_an_inbox_past_its_cap_is_dropped_for_one_reload(netns):
+    """Nobody reads the inbox (a long resync) while 300 policies change: it stays within its
+    cap, the mirror fed from it knows it missed changes, and a reload makes it the dump."""
+    agent, charon = NetlinkBackend(netns), NetlinkBackend(netns)
+    q: queue.Queue = queue.Queue()
+    mon = XfrmMonitor(q, agent.sock.port, netns, inbox_max=50)
+    mon.start()
+    m = mi.KernelMirror()
+    try:
+        drain(mon, m)
+        m.load([], agent.dump_policies())
+        for i in range(300):
+            ch = child(uniqueid=i, reqid=i + 1, lts=(f"10.1.{i}.0/24",) if i < 250 else (f"10.3.{i - 250}.0/24",))
+            assert charon.apply([AddPolicy(p) for p in charon_objects(ch)[1]]) == [None] * 3
+        assert mon.barrier()
+        assert 0 < len(mon.inbox) <= 51 and ("xfrm", None) in list(q.queue)
+        drain(mon, m)
+        assert not m.valid and "more than 50 kernel changes" in (m.why or "")
+        m.load([], agent.dump_policies())
+        assert m.valid and content(m.policies.values()) == content(agent.dump_policies())
+        assert len(m.policies) == 900
+    finally:
+        mon.stop()
+        mon.join(3)
+        agent.close()
+        charon.close()
