@@ -1,23 +1,20 @@
 """Apply a plan to the kernel, never losing a CHILD_SA, and record what happened.
 
-A state moves by DELSA+NEWSA of the same SPI in one netlink batch (the kernel
-allows neither two states with one SPI nor adding offload by UPDSA). Before a
-move, a probe state with a random SPI and key asks the device whether it takes
-this SA, so a refusal never touches charon's SA. If the move itself fails,
-the original state is put back at once and the child goes to its fallback.
+The moves themselves (probe, DELSA+NEWSA batch, undo) are mover.py's; device losses and
+the copies they need are held.py's; outcomes ledger.py's; the kernel's objects mirror.py's.
+This module decides, per CHILD_SA, which of them runs, and what a refusal leads to.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Any
 
 from . import planner as pl
-from .backend import AddPolicy, AddState, Backend, DelPolicy, DelState, Op, random_spi
+from .backend import AddPolicy, AddState, Backend, DelPolicy, DelState, Op
 from .capability import KernelCaps
 from .charon_mirror import CharonMirror, Scope
 from .config import Config
@@ -25,43 +22,12 @@ from .held import Held, HeldCopies
 from .ledger import Key, Ledger, Outcome
 from .mirror import KernelMirror
 from .model import ChildSA, SaList
+from .mover import Mover, log_errors
 from .xfrm import constants as c
 from .xfrm.counters import SaCounters
-from .xfrm.netlink import XfrmError
-from .xfrm.objects import Algo, LifetimeCur, Secret, XfrmState
+from .xfrm.objects import XfrmState
 
 log = logging.getLogger("swan_offload.reconciler")
-
-
-def probe_state(st: XfrmState) -> XfrmState:
-    """A throwaway twin of ``st``: random SPI and key, same algorithm and offload.
-
-    Its reqid is one no policy template names, so the kernel never picks it for
-    traffic (a newer state would otherwise win charon's outbound lookups), and
-    its selector carries the agent tag, so a leftover is found after a crash.
-    """
-
-    def rnd(a: Algo | None) -> Algo | None:
-        return replace(a, key=Secret(os.urandom(len(a.key)))) if a is not None else None
-
-    return replace(
-        st, spi=random_spi(), reqid=pl.PROBE_REQID, sel=replace(st.sel, user=pl.AGENT_TAG),
-        aead=rnd(st.aead), crypt=rnd(st.crypt), auth=rnd(st.auth), curlft=LifetimeCur(),
-    )  # fmt: skip
-
-
-def probe_shape(st: XfrmState) -> tuple[Any, ...]:
-    """What a device judges an SA by, without addresses, SPI, keys or lifetimes in seconds
-    (charon randomises those per SA): SAs of one shape get the same answer, so a device is
-    probed once per shape, not once per CHILD_SA (issue 13: hubs move thousands of them)."""
-    assert st.offload is not None
-    algos = tuple((a.name, a.key_bits, a.icv_len, a.trunc_len) if a else None for a in (st.aead, st.crypt, st.auth, st.comp))
-    esn = (st.replay_esn.bmp_len, st.replay_esn.replay_window) if st.replay_esn else None
-    lft = st.lft
-    limits = (lft.soft_byte_limit, lft.hard_byte_limit, lft.soft_packet_limit, lft.hard_packet_limit)
-    return (st.offload.ifindex, st.offload.flags, st.family, st.proto, st.mode, algos, st.encap.type if st.encap else None,
-            st.flags, st.replay_window, esn, st.tfcpad, limits, st.reqid == 0, st.sel.family, st.sel.proto,
-            st.sec_ctx is not None, st.sa_dir)
 
 
 def _sa_list(sas: SaList | list[ChildSA]) -> SaList:
@@ -99,7 +65,6 @@ class Reconciler:
         self.caps = caps
         self.ledger = ledger or Ledger()
         self.refusing: dict[int, str] = {}  # ifindex -> why packet offload is refused
-        self.crypto_refusing: dict[int, str] = {}
         self.refused: dict[Key, str] = {}  # child -> why the device refused its SA
         self.crypto_refused: dict[Key, str] = {}  # the same, for crypto offload
         self.runs = 0
@@ -116,9 +81,7 @@ class Reconciler:
         self.held = HeldCopies()
         self.restored: dict[Key, ChildSA] = {}  # put back in software, not yet rekeyed
         self.ike_ports: frozenset[int] = frozenset()  # every IKE port charon was seen using
-        # SA shapes a device took (probe_shape): not probed again until the device goes down.
-        # Refusals are not kept here (they are per CHILD_SA, in refused/crypto_refused).
-        self.accepted: set[tuple[Any, ...]] = set()
+        self.mover = Mover(backend, cfg, self.mirror, self.held)
 
     @property
     def outcomes(self) -> dict[Key, Outcome]:
@@ -149,7 +112,7 @@ class Reconciler:
             addresses=addrs,
             devices=names,
             refusing_devices=dict(self.refusing),
-            crypto_refusing=dict(self.crypto_refusing),
+            crypto_refusing=dict(self.mover.crypto_refusing),
             refused_children=dict(self.refused),
             policy_index=self.mirror.index,
             agent_offloaded=self.held.keys(),
@@ -256,7 +219,7 @@ class Reconciler:
 
     def _drop_policies(self, stale: list[DelPolicy]) -> None:
         for gone, err in zip(stale, self.backend.apply(stale)):
-            self._log_errors([err], "remove stale policy")
+            log_errors([err], "remove stale policy")
             self.mirror.drop_policy(gone.id)
             log.info("retired %s", gone.what.removeprefix("remove "))
         self.drift_repaired += len(stale)
@@ -271,7 +234,7 @@ class Reconciler:
             plan = pl.plan(children, self.cfg, view, sas.ikes, frozen, self.ike_ports, scope)
             if plan.stale_states:
                 probes = [DelState(s.id, "remove leftover " + s.describe()) for s in plan.stale_states]
-                self._log_errors(self.backend.apply(probes), "remove leftover probe state")
+                log_errors(self.backend.apply(probes), "remove leftover probe state")
                 for d in probes:
                     self.mirror.drop_state(d.id)
                 log.info("removed %d probe state(s) left by an earlier run", len(probes))
@@ -308,7 +271,7 @@ class Reconciler:
         """A link event: a device that goes down has lost everything offloaded to it, which
         the kernel flushed without a notification (the mirror cannot know what)."""
         if self.held.link_changed(ifindex, up):
-            self.accepted = {k for k in self.accepted if k[0] != ifindex}  # a device back from down is asked anew
+            self.mover.device_lost(ifindex)
         if not up and self.mirror_fed:
             self.mirror.invalidate(f"device #{ifindex} went down")
 
@@ -384,7 +347,7 @@ class Reconciler:
             repair.append(DelState(new.id, "remove replacement of a state charon deleted"))
         elif gone is None:  # the device refused: charon's SA goes back, the full reconcile decides
             repair.append(AddState(pl.moved_state(st, None, twin.outbound, self.cfg.seq_margin)))
-        self._log_errors(self.backend.apply(repair), "restore after a refused offload on arrival")
+        log_errors(self.backend.apply(repair), "restore after a refused offload on arrival")
         return False
 
     def _offloaded(self, h: Held) -> bool:
@@ -439,7 +402,7 @@ class Reconciler:
         if cp.target == pl.PACKET:
             # a refusal is remembered for this CHILD_SA (the planner reads the memo): probing
             # again would only repeat it
-            err = self._move(cp, plan)
+            err = self.mover.move(cp, plan)
             if err is None:
                 self.ledger.record(cp, pl.PACKET, "")
                 return
@@ -447,11 +410,11 @@ class Reconciler:
             cp = cp.fallback(f"packet offload refused: {err}", pl.DEVICE_REFUSED)
             log.warning("%s reqid %d: %s; fallback %s", cp.child.label, cp.child.reqid, cp.reason, cp.target)
             if cp.target == pl.KEEP:
-                self._move(cp, plan)  # only drops agent policies
+                self.mover.move(cp, plan)  # only drops agent policies
                 self.ledger.record(cp, pl.KEEP, cp.reason)
                 return
         if cp.target == pl.CRYPTO:
-            err = self.crypto_refused.get(cp.child.key) or self._move(cp, plan)
+            err = self.crypto_refused.get(cp.child.key) or self.mover.move(cp, plan)
             if err is None:
                 self.ledger.record(cp, pl.CRYPTO, cp.reason)
                 return
@@ -460,124 +423,5 @@ class Reconciler:
             # first cause (packet refused, no packet offload in the kernel, ...) stays the cause
             cause = pl.DEVICE_REFUSED if cp.cause == pl.CONFIGURED else cp.cause
             cp = replace(cp, target=pl.SOFTWARE, reason=f"{cp.reason}; crypto offload refused: {err}", cause=cause)
-        err = self._move(cp, plan)
+        err = self.mover.move(cp, plan)
         self.ledger.record(cp, pl.SOFTWARE if err is None else pl.KEEP, cp.reason if err is None else f"{cp.reason}; {err}")
-
-    def _probe(self, changes: list[tuple[XfrmState, XfrmState]]) -> str | None:
-        """Ask the device about each replacement with a throwaway state, once per SA shape it
-        has not taken yet. Returns a refusal text."""
-        for _cur, new in changes:
-            if new.offload is None or probe_shape(new) in self.accepted:
-                continue
-            pr = probe_state(new)
-            err = self.backend.apply([AddState(pr)])[0]
-            if err is not None:
-                return err.reason
-            got = self.backend.get_state(pr.id)
-            self.backend.apply([DelState(pr.id, "delete offload probe state")])
-            if got is not None and got.offload is None:
-                reason = "device accepted the request but did not offload (no offload support)"
-                if not new.offload.packet:
-                    self.crypto_refusing[new.offload.ifindex] = reason
-                return reason
-            self.accepted.add(probe_shape(new))
-        return None
-
-    def _move(self, cp: pl.ChildPlan, plan: pl.Plan) -> str | None:
-        """Move the child's states to the planned offload and set its policies. Returns a refusal text."""
-        target_keys = {pl.policy_key(p) for p in cp.policies}
-        drop = [
-            DelPolicy(p.id, "remove " + p.describe())
-            for p in plan.stale_policies
-            if any(t.reqid == cp.child.reqid for t in p.templates) and pl.policy_key(p) not in target_keys
-        ]
-        # a policy of the same identity whose template or priority differs from the plan (charon
-        # changed its own, or an older agent made it) is updated in place: the kernel swaps it
-        # atomically, with no moment without a policy
-        have = self.mirror.policies
-        add = [
-            AddPolicy(p, update=pl.policy_key(p) in have)
-            for p in cp.policies
-            if pl.policy_key(p) not in have or pl.policy_content(have[pl.policy_key(p)]) != pl.policy_content(p)
-        ]
-        changes = pl.state_changes(cp, self.cfg.seq_margin) if cp.target != pl.KEEP else []
-        fresh: list[tuple[XfrmState, XfrmState, bool]] = []
-        if changes:
-            refusal = self._probe(changes)
-            if refusal:
-                if drop:
-                    self._log_errors(self.backend.apply(drop), "remove policy")
-                    self._forget(drop)
-                return refusal
-            # read again just before the swap: counters and sequence numbers moved on
-            for cur, new in changes:
-                now = self.backend.get_state(cur.id)
-                if now is None:
-                    self.mirror.drop_state(cur.id)
-                    return "state disappeared before the move (charon deleted it)"
-                outbound = cp.state_out is not None and cur.id == cp.state_out.id
-                if pl.state_matches(now, new.offload):  # moved meanwhile (the rekey follower)
-                    self.mirror.put_state(now)
-                    continue
-                fresh.append((now, pl.moved_state(now, new.offload, outbound, self.cfg.seq_margin), outbound))
-        ops: list[Op] = list(drop)
-        for cur, new, _ in fresh:
-            ops += [DelState(cur.id, "remove " + cur.describe()), AddState(new)]
-        ops += add
-        if not ops:
-            return None
-        errs = self.backend.apply(ops)
-        self._forget(drop)
-        if not any(errs):
-            for a in add:
-                self.mirror.put_policy(a.policy)
-            for _cur, new, outbound in fresh:
-                self.mirror.put_state(new)
-                if new.offload is not None:
-                    self.held.keep(new, cp.child.key, outbound)
-            return None
-        try:
-            return self._undo(ops, errs, fresh)
-        finally:
-            for cur, _new, _outbound in fresh:  # whatever the undo achieved, as the kernel has it
-                got = self.backend.get_state(cur.id)
-                self.mirror.put_state(got) if got is not None else self.mirror.drop_state(cur.id)
-
-    def _undo(self, ops: list[Op], errs: list[XfrmError | None], changes: list[tuple[XfrmState, XfrmState, bool]]) -> str:
-        """Put charon's states back as they were and remove policies added in the failed batch."""
-        first = next(e for e in errs if e is not None)
-        repair: list[Op] = []
-        moved = {new.id: (cur, new, outbound) for cur, new, outbound in changes}
-        for op, err in zip(ops, errs):
-            if isinstance(op, AddPolicy) and err is None:
-                repair.append(DelPolicy(op.policy.id, "undo " + op.policy.describe()))
-        for i, (op, err) in enumerate(zip(ops, errs)):
-            if not isinstance(op, AddState):
-                continue
-            cur, new, outbound = moved[op.state.id]
-            if errs[i - 1] is not None:
-                # the original could not be removed: if it was already gone (charon deleted it
-                # between our read and the batch), a replacement that got in would be an orphan
-                if err is None:
-                    repair.append(DelState(new.id, "remove replacement of a state charon deleted"))
-                continue
-            # the replacement may have carried traffic: continue from its counters, never repeat
-            live = new if err is None else cur
-            back = pl.moved_state(replace(cur, replay=live.replay, replay_esn=live.replay_esn), cur.offload, outbound, self.cfg.seq_margin)
-            if err is None:
-                repair.append(DelState(new.id, "undo " + new.describe()))
-            repair.append(AddState(back))
-        for err in self.backend.apply(repair):
-            if err is not None:
-                log.error("could not restore after a refused move: %s", err)
-        return first.reason
-
-    def _forget(self, drop: list[DelPolicy]) -> None:
-        for d in drop:
-            self.mirror.drop_policy(d.id)
-
-    @staticmethod
-    def _log_errors(errs: list[XfrmError | None], what: str) -> None:
-        for e in errs:
-            if e is not None and e.errno != 2:
-                log.warning("%s: %s", what, e)

@@ -1,0 +1,194 @@
+"""Moving one CHILD_SA's states between software and a device, and setting its policies.
+
+A state moves by DELSA+NEWSA of the same SPI in one netlink batch (the kernel allows
+neither two states with one SPI nor adding offload by UPDSA). Before a move, a probe state
+with a random SPI and key asks the device whether it takes this SA, once per device and SA
+shape, so a refusal never touches charon's SA. If the move itself fails, the original state
+is put back at once (``_undo``) and the caller sends the child to its fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import replace
+from typing import Any
+
+from . import planner as pl
+from .backend import AddPolicy, AddState, Backend, DelPolicy, DelState, Op, random_spi
+from .config import Config
+from .held import HeldCopies
+from .mirror import KernelMirror
+from .xfrm.netlink import XfrmError
+from .xfrm.objects import Algo, LifetimeCur, Secret, XfrmState
+
+log = logging.getLogger("swan_offload.reconciler")
+
+
+def probe_state(st: XfrmState) -> XfrmState:
+    """A throwaway twin of ``st``: random SPI and key, same algorithm and offload.
+
+    Its reqid is one no policy template names, so the kernel never picks it for
+    traffic (a newer state would otherwise win charon's outbound lookups), and
+    its selector carries the agent tag, so a leftover is found after a crash.
+    """
+
+    def rnd(a: Algo | None) -> Algo | None:
+        return replace(a, key=Secret(os.urandom(len(a.key)))) if a is not None else None
+
+    return replace(
+        st, spi=random_spi(), reqid=pl.PROBE_REQID, sel=replace(st.sel, user=pl.AGENT_TAG),
+        aead=rnd(st.aead), crypt=rnd(st.crypt), auth=rnd(st.auth), curlft=LifetimeCur(),
+    )  # fmt: skip
+
+
+def probe_shape(st: XfrmState) -> tuple[Any, ...]:
+    """What a device judges an SA by, without addresses, SPI, keys or lifetimes in seconds
+    (charon randomises those per SA): SAs of one shape get the same answer, so a device is
+    probed once per shape, not once per CHILD_SA (issue 13: hubs move thousands of them)."""
+    assert st.offload is not None
+    algos = tuple((a.name, a.key_bits, a.icv_len, a.trunc_len) if a else None for a in (st.aead, st.crypt, st.auth, st.comp))
+    esn = (st.replay_esn.bmp_len, st.replay_esn.replay_window) if st.replay_esn else None
+    lft = st.lft
+    limits = (lft.soft_byte_limit, lft.hard_byte_limit, lft.soft_packet_limit, lft.hard_packet_limit)
+    return (st.offload.ifindex, st.offload.flags, st.family, st.proto, st.mode, algos, st.encap.type if st.encap else None,
+            st.flags, st.replay_window, esn, st.tfcpad, limits, st.reqid == 0, st.sel.family, st.sel.proto,
+            st.sec_ctx is not None, st.sa_dir)
+
+
+class Mover:
+    """Moves for the reconciler, with what devices answered: ``accepted`` SA shapes (not
+    probed again until the device goes down) and ``crypto_refusing`` devices (the planner
+    reads them). Refusals per CHILD_SA stay the reconciler's."""
+
+    def __init__(self, backend: Backend, cfg: Config, mirror: KernelMirror, held: HeldCopies) -> None:
+        self.backend = backend
+        self.cfg = cfg
+        self.mirror = mirror
+        self.held = held
+        self.accepted: set[tuple[Any, ...]] = set()
+        self.crypto_refusing: dict[int, str] = {}
+
+    def device_lost(self, ifindex: int) -> None:
+        """A device back from down is asked anew."""
+        self.accepted = {k for k in self.accepted if k[0] != ifindex}
+
+    def probe(self, changes: list[tuple[XfrmState, XfrmState]]) -> str | None:
+        """Ask the device about each replacement with a throwaway state, once per SA shape it
+        has not taken yet. Returns a refusal text."""
+        for _cur, new in changes:
+            if new.offload is None or probe_shape(new) in self.accepted:
+                continue
+            pr = probe_state(new)
+            err = self.backend.apply([AddState(pr)])[0]
+            if err is not None:
+                return err.reason
+            got = self.backend.get_state(pr.id)
+            self.backend.apply([DelState(pr.id, "delete offload probe state")])
+            if got is not None and got.offload is None:
+                reason = "device accepted the request but did not offload (no offload support)"
+                if not new.offload.packet:
+                    self.crypto_refusing[new.offload.ifindex] = reason
+                return reason
+            self.accepted.add(probe_shape(new))
+        return None
+
+    def move(self, cp: pl.ChildPlan, plan: pl.Plan) -> str | None:
+        """Move the child's states to the planned offload and set its policies. Returns a refusal text."""
+        target_keys = {pl.policy_key(p) for p in cp.policies}
+        drop = [
+            DelPolicy(p.id, "remove " + p.describe())
+            for p in plan.stale_policies
+            if any(t.reqid == cp.child.reqid for t in p.templates) and pl.policy_key(p) not in target_keys
+        ]
+        # a policy of the same identity whose template or priority differs from the plan (charon
+        # changed its own, or an older agent made it) is updated in place: the kernel swaps it
+        # atomically, with no moment without a policy
+        have = self.mirror.policies
+        add = [
+            AddPolicy(p, update=pl.policy_key(p) in have)
+            for p in cp.policies
+            if pl.policy_key(p) not in have or pl.policy_content(have[pl.policy_key(p)]) != pl.policy_content(p)
+        ]
+        changes = pl.state_changes(cp, self.cfg.seq_margin) if cp.target != pl.KEEP else []
+        fresh: list[tuple[XfrmState, XfrmState, bool]] = []
+        if changes:
+            refusal = self.probe(changes)
+            if refusal:
+                if drop:
+                    log_errors(self.backend.apply(drop), "remove policy")
+                    self._forget(drop)
+                return refusal
+            # read again just before the swap: counters and sequence numbers moved on
+            for cur, new in changes:
+                now = self.backend.get_state(cur.id)
+                if now is None:
+                    self.mirror.drop_state(cur.id)
+                    return "state disappeared before the move (charon deleted it)"
+                outbound = cp.state_out is not None and cur.id == cp.state_out.id
+                if pl.state_matches(now, new.offload):  # moved meanwhile (the rekey follower)
+                    self.mirror.put_state(now)
+                    continue
+                fresh.append((now, pl.moved_state(now, new.offload, outbound, self.cfg.seq_margin), outbound))
+        ops: list[Op] = list(drop)
+        for cur, new, _ in fresh:
+            ops += [DelState(cur.id, "remove " + cur.describe()), AddState(new)]
+        ops += add
+        if not ops:
+            return None
+        errs = self.backend.apply(ops)
+        self._forget(drop)
+        if not any(errs):
+            for a in add:
+                self.mirror.put_policy(a.policy)
+            for _cur, new, outbound in fresh:
+                self.mirror.put_state(new)
+                if new.offload is not None:
+                    self.held.keep(new, cp.child.key, outbound)
+            return None
+        try:
+            return self._undo(ops, errs, fresh)
+        finally:
+            for cur, _new, _outbound in fresh:  # whatever the undo achieved, as the kernel has it
+                got = self.backend.get_state(cur.id)
+                self.mirror.put_state(got) if got is not None else self.mirror.drop_state(cur.id)
+
+    def _undo(self, ops: list[Op], errs: list[XfrmError | None], changes: list[tuple[XfrmState, XfrmState, bool]]) -> str:
+        """Put charon's states back as they were and remove policies added in the failed batch."""
+        first = next(e for e in errs if e is not None)
+        repair: list[Op] = []
+        moved = {new.id: (cur, new, outbound) for cur, new, outbound in changes}
+        for op, err in zip(ops, errs):
+            if isinstance(op, AddPolicy) and err is None:
+                repair.append(DelPolicy(op.policy.id, "undo " + op.policy.describe()))
+        for i, (op, err) in enumerate(zip(ops, errs)):
+            if not isinstance(op, AddState):
+                continue
+            cur, new, outbound = moved[op.state.id]
+            if errs[i - 1] is not None:
+                # the original could not be removed: if it was already gone (charon deleted it
+                # between our read and the batch), a replacement that got in would be an orphan
+                if err is None:
+                    repair.append(DelState(new.id, "remove replacement of a state charon deleted"))
+                continue
+            # the replacement may have carried traffic: continue from its counters, never repeat
+            live = new if err is None else cur
+            back = pl.moved_state(replace(cur, replay=live.replay, replay_esn=live.replay_esn), cur.offload, outbound, self.cfg.seq_margin)
+            if err is None:
+                repair.append(DelState(new.id, "undo " + new.describe()))
+            repair.append(AddState(back))
+        for err in self.backend.apply(repair):
+            if err is not None:
+                log.error("could not restore after a refused move: %s", err)
+        return first.reason
+
+    def _forget(self, drop: list[DelPolicy]) -> None:
+        for d in drop:
+            self.mirror.drop_policy(d.id)
+
+
+def log_errors(errs: list[XfrmError | None], what: str) -> None:
+    """Each error but ENOENT (already gone: what the request wanted)."""
+    for e in errs:
+        if e is not None and e.errno != 2:
+            log.warning("%s: %s", what, e)
