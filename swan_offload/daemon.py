@@ -331,7 +331,7 @@ class Daemon:
             if not scope:
                 return True
             try:
-                answer = vici_source.list_sas(self.cfg.vici_socket, scope.queries())
+                answer = vici_source.list_sas(self.cfg.vici_socket, scope.queries(), self.charon.child_ids(scope.ikes))
             except vici_source.VICI_ERRORS as e:
                 log.warning("list-sas of %d IKE_SA/CHILD_SA(s) failed: %s", len(scope.queries()), e)
                 self.scope |= scope
@@ -355,7 +355,12 @@ class Daemon:
     def _sync_all(self) -> bool:
         """list-sas of everything, the kernel mirror reloaded from one dump, one reconcile."""
         try:
-            sas = vici_source.list_sas(self.cfg.vici_socket)
+            # the CHILD_SAs to read one by one where charon cannot list an IKE_SA whole: those
+            # the mirror holds and those events named since (this resync takes their place)
+            known = self.charon.child_ids()
+            for ike_id, uid in self.scope.children:
+                known[ike_id] = [*known.get(ike_id, ()), uid]
+            sas = vici_source.list_sas(self.cfg.vici_socket, known=known)
         except vici_source.VICI_ERRORS as e:
             log.warning("list-sas failed: %s", e)
             return False

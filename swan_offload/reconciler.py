@@ -122,19 +122,29 @@ class Reconciler:
         sas = _sa_list(sas)
         return pl.plan(sas.children, self.cfg, self.view(), sas.ikes, self._frozen(sas)[0], self.ike_ports)
 
-    def _frozen(self, sas: SaList) -> tuple[pl.Frozen, set[tuple[str, int]]]:
+    def _frozen(self, sas: SaList, full: bool = False) -> tuple[pl.Frozen, set[tuple[str, int]]]:
         """What of an unreadable list-sas entry stays as it is: policies by reqid, and the
-        CHILD_SAs last seen under that IKE_SA (not retired, copies kept)."""
+        CHILD_SAs last seen under that IKE_SA (not retired, copies kept).
+
+        In a ``full`` run the reqids of charon's policies that no listed CHILD_SA holds stay
+        too: an entry charon could not send whole (vici_source.VICI_MESSAGE_MAX) hides
+        CHILD_SAs the agent never saw, after a restart all of them. Their policies are the
+        only sign of them; a CHILD_SA charon deleted has none left, so its twins still go."""
         if sas.complete:
             return pl.Frozen(), set()
         keys: set[tuple[str, int]] = set()
         reqids: set[int] = set()
         for (name, ike_id), salvaged in sas.unreadable.items():
             reqids |= salvaged
-            for k, o in self.outcomes.items():
+            mine = self.ledger.of_ikes((ike_id,)) if ike_id is not None else set(self.outcomes)
+            for k in mine:
+                o = self.outcomes[k]
                 if o.ike == name and ike_id in (None, o.ike_uniqueid):
                     keys.add(k)
                     reqids.add(o.reqid)
+        if full:
+            listed = {ch.reqid for ch in sas.children}
+            reqids |= {t.reqid for p in self.mirror.policies.values() if not pl.is_agent_policy(p) for t in p.templates} - listed
         if sas.unnamed:
             keys = set(self.outcomes)
         return pl.Frozen(frozenset(reqids), everything=bool(sas.unnamed), active=True), keys
@@ -229,7 +239,7 @@ class Reconciler:
         ``self.lock`` per CHILD_SA: the rekey follower never waits for a whole hub's run."""
         children = sas.children
         with self.lock:
-            frozen, _kept = self._frozen(sas)
+            frozen, _kept = self._frozen(sas, full=scope is None)
             self.ike_ports |= pl.charon_ports(sas.ikes, children)
             plan = pl.plan(children, self.cfg, view, sas.ikes, frozen, self.ike_ports, scope)
             if plan.stale_states:

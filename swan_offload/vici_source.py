@@ -13,7 +13,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import vici
@@ -54,7 +54,16 @@ def version(path: str) -> dict[str, str]:
         _close(sess)
 
 
-def list_sas(path: str, queries: Iterable[tuple[int, int | None]] | None = None) -> SaList:
+# charon discards a message over 512 KiB instead of sending it (vici_socket.c send_()): the
+# list-sa event of an IKE_SA with ~1,300 CHILD_SAs or more never arrives, though the command's
+# response does. Asked with a CHILD_SA name no swanctl.conf section can have (no spaces
+# there), charon lists each IKE_SA without its CHILD_SAs: a small message each, the roster
+# that tells such an IKE_SA from one that is gone.
+VICI_MESSAGE_MAX = 512 * 1024
+ROSTER_CHILD = "swan-offload roster"
+
+
+def list_sas(path: str, queries: Iterable[tuple[int, int | None]] | None = None, known: Mapping[int, Iterable[int]] | None = None) -> SaList:
     """Every IKE_SA and CHILD_SA charon holds, or those ``queries`` name: (IKE_SA uniqueid,
     None for all its CHILD_SAs or one CHILD_SA's uniqueid); entries that do not parse are
     named, not dropped.
@@ -63,6 +72,10 @@ def list_sas(path: str, queries: Iterable[tuple[int, int | None]] | None = None)
     of waiting for each (it enumerates all of them, whatever the filter). But it skips the one
     asked for too while it is held, as it is while charon raises its event, so a query whose
     IKE_SA is not in that answer is asked again, waiting: only that answer says it is gone.
+
+    An IKE_SA charon holds but cannot list whole (VICI_MESSAGE_MAX) is read one CHILD_SA at a
+    time, those ``known`` (by IKE_SA uniqueid) names, and is marked unreadable: the rest of its
+    CHILD_SAs keep their kernel objects as they are, as for an entry that does not parse.
     """
     sess = _connect(path)
     out = SaList()
@@ -70,18 +83,57 @@ def list_sas(path: str, queries: Iterable[tuple[int, int | None]] | None = None)
         if queries is None:
             for msg in sess.list_sas():
                 out.add(msg)
+            listed = _ike_ids(out)
+            for name, ike_id in _roster(sess, {}):
+                if ike_id not in listed and not _ask(sess, out, {"ike-id": str(ike_id)}):
+                    _page(sess, out, name, ike_id, (known or {}).get(ike_id, ()))
             return out
         for ike_id, child_id in queries:
             filt = {"ike-id": str(ike_id)} | ({"child-id": str(child_id)} if child_id is not None else {})
-            before = len(out.ikes) + len(out.unreadable) + out.unnamed
-            for block in (False, True):
-                for msg in sess.list_sas(filt if block else {**filt, "noblock": "yes"}):
-                    out.add(msg)
-                if len(out.ikes) + len(out.unreadable) + out.unnamed > before:
-                    break
+            if _ask(sess, out, {**filt, "noblock": "yes"}) or _ask(sess, out, filt) or child_id is not None:
+                continue
+            for name, _i in _roster(sess, {"ike-id": str(ike_id)}):
+                _page(sess, out, name, ike_id, (known or {}).get(ike_id, ()))
     finally:
         _close(sess)
     return out
+
+
+def _ike_ids(sas: SaList) -> set[int]:
+    return {i.uniqueid for i in sas.ikes} | {i for _n, i in sas.unreadable if i is not None}
+
+
+def _ask(sess: vici.Session, out: SaList, filt: dict[str, str]) -> bool:
+    """One list-sas into ``out``; True if it listed an IKE_SA."""
+    before = len(out.ikes) + len(out.unreadable) + out.unnamed
+    for msg in sess.list_sas(filt):
+        out.add(msg)
+    return len(out.ikes) + len(out.unreadable) + out.unnamed > before
+
+
+def _roster(sess: vici.Session, filt: dict[str, str]) -> list[tuple[str, int]]:
+    """(name, uniqueid) of the IKE_SAs ``filt`` names, without their CHILD_SAs."""
+    part = SaList()
+    for msg in sess.list_sas({**filt, "child": ROSTER_CHILD}):
+        part.add(msg)
+    return [(i.name, i.uniqueid) for i in part.ikes]
+
+
+def _page(sess: vici.Session, out: SaList, name: str, ike_id: int, uids: Iterable[int]) -> None:
+    """An IKE_SA too big for one message: its CHILD_SAs ``uids``, one message each."""
+    part = SaList()
+    for uid in uids:
+        for msg in sess.list_sas({"ike-id": str(ike_id), "child-id": str(uid)}):
+            part.add(msg)
+    out.children.extend(ch for ch in part.children if ch.ike_uniqueid == ike_id)
+    out.ikes.extend({i.uniqueid: i for i in part.ikes if i.uniqueid == ike_id}.values())
+    out.unreadable[(name, ike_id)] = frozenset(ch.reqid for ch in part.children if ch.ike_uniqueid == ike_id)
+    found = sum(ch.ike_uniqueid == ike_id for ch in part.children)
+    out.errors.append(
+        f"IKE_SA {name} #{ike_id}: charon cannot list it whole (its list-sa message exceeds VICI's "
+        f"{VICI_MESSAGE_MAX // 1024} KiB limit); read {found} known CHILD_SA(s) one by one, the others are "
+        "left as they are in the kernel until an event names them"
+    )
 
 
 def list_children(path: str) -> list[ChildSA]:

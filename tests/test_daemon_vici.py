@@ -268,3 +268,78 @@ def test_no_resync_while_idle_until_resync_seconds(tmp_path):
         d.stop()
         t.join(5)
         server.stop()
+
+
+def _start(cfg, kernel):
+    d = Daemon(cfg, backend=kernel, caps=KernelCaps(True, "test", "6.12"))
+    t = threading.Thread(target=d.run, daemon=True)
+    t.start()
+    return d, t
+
+
+def test_an_ike_sa_too_big_for_one_vici_message_loses_nothing(tmp_path):
+    """charon 5.9.8 discards a message over 512 KiB (vici_socket.c): the list-sa event of a
+    hub IKE_SA with 1,800 CHILD_SAs never arrives, though the command's response does. The
+    agent reads the CHILD_SAs it knows one by one; through full resyncs, a restart that knows
+    none of them and an IKE rekey, everything stays offloaded; new ones come by their events."""
+    n = 1800
+    kids = [child(name=f"c{i}", ike="hub", uniqueid=i + 1, reqid=i + 1, spi_in=0xC0000000 + i, spi_out=0xC1000000 + i,
+                  rts=(f"10.{100 + i // 250}.{i % 250}.0/24",)) for i in range(n)]  # fmt: skip
+    server = ViciTestServer(tmp_path / "charon.vici").start()
+    kernel = MemoryBackend()
+    kernel.addresses["192.0.2.1"] = ETH
+    kernel.names[ETH.name] = ETH
+    cfg = config.Config(vici_socket=server.path, status_file=str(tmp_path / "status.json"), resync_seconds=0.2, reconnect_max_seconds=0.2)
+    first = kids[: n // 2]  # listed whole: one message of ~280 KiB
+    for ch in first:
+        install(kernel, ch)
+    server.sas = [vici_ike("hub", [(ch, "INSTALLED") for ch in first])]
+    d, t = _start(cfg, kernel)
+    try:
+        wait_for(lambda: all(packet(kernel, ch) for ch in first), timeout=60, what="the first half offloaded")
+        assert server.discarded == 0
+        for ch in kids[n // 2 :]:  # the other half comes up, each with its event
+            install(kernel, ch)
+        server.sas = [vici_ike("hub", [(ch, "INSTALLED") for ch in kids])]
+        for ch in kids[n // 2 :]:
+            server.emit("child-updown", {"up": "yes", **vici_ike("hub", [(ch, "INSTALLED")])})
+        wait_for(lambda: all(packet(kernel, ch) for ch in kids), timeout=60, what="all offloaded")
+        runs = d.reconciler.stats().runs
+        wait_for(lambda: d.reconciler.stats().runs >= runs + 3, timeout=60, what="three full resyncs")
+        assert server.discarded >= 3  # each full list-sas: the hub's event never came
+        assert all(packet(kernel, ch) for ch in kids) and agent_reqids(kernel) == {ch.reqid for ch in kids}
+        assert len(d.ledger.outcomes) == n
+        why = json.loads((tmp_path / "status.json").read_text())["agent"]["vici_unreadable"]
+        assert any("512 KiB" in w and "hub #1" in w for w in why), why
+    finally:
+        d.stop()
+        t.join(5)
+    # a restart: the new agent knows none of the hub's CHILD_SAs and charon cannot list them
+    before = dict(kernel.policies), {k: s.offload for k, s in kernel.states.items()}
+    d, t = _start(cfg, kernel)
+    try:
+        wait_for(lambda: d.reconciler.stats().runs >= 3, timeout=60, what="three full resyncs after the restart")
+        assert dict(kernel.policies) == before[0] and {k: s.offload for k, s in kernel.states.items()} == before[1]
+        # one rekeyed: its event names it, its successor is offloaded
+        old = kids[7]
+        new = child(name=old.name, ike="hub", uniqueid=5000, reqid=old.reqid, spi_in=0xC2000000, spi_out=0xC3000000, rts=[t.text for t in old.remote_ts])
+        install(kernel, new, policies=False)
+        server.sas = [vici_ike("hub", [(ch, "INSTALLED") for ch in kids if ch is not old] + [(old, "REKEYED"), (new, "INSTALLED")])]
+        ike = vici_ike("hub", [])["hub"]
+        ike["child-sas"] = {old.name: {"old": vici_ike("hub", [(old, "REKEYED")])["hub"]["child-sas"][f"{old.name}-{old.uniqueid}"],
+                                       "new": vici_ike("hub", [(new, "INSTALLED")])["hub"]["child-sas"][f"{new.name}-{new.uniqueid}"]}}  # fmt: skip
+        server.emit("child-rekey", {"hub": ike})
+        wait_for(lambda: packet(kernel, new), timeout=30, what="the rekeyed CHILD_SA's successor offloaded")
+        # an IKE rekey: the CHILD_SAs move to IKE_SA #2, none of them changes
+        remove(kernel, old, policies=False)
+        kids[7] = new
+        server.sas = [vici_ike("hub", [(ch, "INSTALLED") for ch in kids], uniqueid=2)]
+        server.emit("ike-rekey", {"hub": {"old": vici_ike("hub", [], uniqueid=1)["hub"], "new": vici_ike("hub", [], uniqueid=2)["hub"]}})
+        runs = d.reconciler.stats().runs
+        wait_for(lambda: d.reconciler.stats().runs >= runs + 3, timeout=60, what="three resyncs after the IKE rekey")
+        assert all(packet(kernel, ch) for ch in kids) and agent_reqids(kernel) == {ch.reqid for ch in kids}
+    finally:
+        d.stop()
+        t.join(5)
+        server.stop()
+    assert not server.errors

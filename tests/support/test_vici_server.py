@@ -93,6 +93,17 @@ def test_list_sas_values_round_trip(server):
     assert text(sa) == GW
 
 
+def test_a_list_sa_event_over_512_kib_is_discarded_and_the_response_still_comes(server):
+    """As charon's vici_socket.c send_(): the message is dropped, the command answers."""
+    kids = {f"c{i}-{i}": {"name": f"c{i}", "uniqueid": str(i), "local-ts": ["10.10.1.0/24"], "pad": "x" * 300} for i in range(1700)}
+    server.sas = [{"hub": {"uniqueid": "1", "child-sas": kids}}, HOST]
+    assert len(encode_message(server.sas[0])) > 512 * 1024
+    assert [list(sa) for sa in session(server).list_sas()] == [["host"]]
+    assert server.discarded == 1
+    (sa,) = session(server).list_sas({"ike": "hub", "child-id": "7"})  # one CHILD_SA of it fits
+    assert list(sa["hub"]["child-sas"]) == ["c7-7"]
+
+
 def test_list_sa_events_only_reach_the_asking_connection(server):
     server.sas = [GW]
     events = session(server).listen(["list-sa"], timeout=0.1)

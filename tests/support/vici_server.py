@@ -17,7 +17,11 @@ Behaviour copied from charon's vici_dispatcher.c / vici_query.c (5.9.8):
 - a frame over 512 KiB closes the connection;
 - `list-sas` sends one `list-sa` event per IKE_SA (only to the asking
   connection, only if it registered for `list-sa`), then an empty response;
-  the child filters never hide an IKE_SA, only its CHILD_SAs.
+  the child filters never hide an IKE_SA, only its CHILD_SAs;
+- a message over 512 KiB is discarded, not sent (vici_socket.c send_(): "vici
+  message size ... exceeds maximum size"), counted in `server.discarded`: a
+  `list-sa` event of an IKE_SA with ~1,300 CHILD_SAs or more never arrives,
+  while the command's response still does.
 
 Typical use::
 
@@ -207,9 +211,13 @@ class _Conn:
     def __init__(self, sock: socket.socket, number: int):
         self.sock, self.number = sock, number
         self.events: list[str] = []       # one entry per registration
+        self.discarded = 0
         self.send_lock = threading.Lock()
 
     def send(self, frame: bytes) -> bool:
+        if len(frame) - 4 > MAX_FRAME:  # charon's limit is on the packet, without its length
+            self.discarded += 1
+            return False
         with self.send_lock:
             try:
                 self.sock.sendall(frame)
@@ -240,6 +248,7 @@ class ViciTestServer:
         self._cond = threading.Condition()
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
+        self._discarded = 0  # by connections since closed
 
     # -- lifecycle
     def start(self) -> "ViciTestServer":
@@ -329,6 +338,12 @@ class ViciTestServer:
         return [e.message for e in self.log if e.kind == "command" and e.name == command]
 
     @property
+    def discarded(self) -> int:
+        """Messages over 512 KiB not sent, on every connection so far."""
+        with self._cond:
+            return self._discarded + sum(c.discarded for c in self._conns.values())
+
+    @property
     def connections(self) -> int:
         with self._cond:
             return len(self._conns)
@@ -409,6 +424,7 @@ class ViciTestServer:
             conn.close()
             with self._cond:
                 self._conns.pop(conn.number, None)
+                self._discarded += conn.discarded
                 self.log.append(LogEntry("disconnect", None, None, conn.number))
                 self._cond.notify_all()
 
@@ -470,17 +486,18 @@ class ViciTestServer:
                 return 0        # charon's get_int() falls back to "no filter"
         ike, child = request.get("ike"), request.get("child")
         ike_id, child_id = number("ike-id"), number("child-id")
-        for entry in copy.deepcopy(self.sas):
+        for entry in self.sas:
             for ike_name, ike_sa in entry.items():
                 if ike is not None and ike != ike_name:
                     continue
                 if ike_id and ike_id != int(ike_sa.get("uniqueid", 0)):
                     continue
                 children = ike_sa.get("child-sas", {})
-                ike_sa["child-sas"] = {
+                # copied after filtering: a hub's paging asks for one CHILD_SA of thousands
+                ike_sa = copy.deepcopy({k: v for k, v in ike_sa.items() if k != "child-sas"}) | {"child-sas": copy.deepcopy({
                     key: sa for key, sa in children.items()
                     if (child is None or child == sa.get("name", key.rsplit("-", 1)[0]))
-                    and (not child_id or child_id == int(sa.get("uniqueid", 0)))}
+                    and (not child_id or child_id == int(sa.get("uniqueid", 0)))})}
                 frame = encode_packet(EVENT, "list-sa", {ike_name: ike_sa})
                 self._broadcast("list-sa", frame, only=conn)
         return {}
