@@ -242,7 +242,7 @@ class ViciTestServer:
         self.sas: list[dict] = []
         self.log: list[LogEntry] = []
         self.errors: list[str] = []
-        self.commands: dict[str, Callable[[dict], dict]] = {"version": lambda _: self.version}
+        self.commands: dict[str, Callable[[dict], dict]] = {"version": lambda _: self.version, "stats": self._stats}
         self._conns: dict[int, _Conn] = {}
         self._next_conn = 1
         self._cond = threading.Condition()
@@ -477,6 +477,10 @@ class ViciTestServer:
             self._error(conn, f"handling {name!r}: {err!r}")
             response = {"success": "no", "errmsg": f"test server: {err!r}"}
         conn.send(encode_packet(CMD_RESPONSE, None, response))
+
+    def _stats(self, _request) -> dict:
+        """The part of charon's `stats` answer this server can know: its IKE_SAs."""
+        return {"ikesas": {"total": str(sum(len(e) for e in self.sas)), "half-open": "0"}}
 
     def _list_sas(self, conn, request) -> dict:
         def number(key):
