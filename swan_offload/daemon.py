@@ -55,6 +55,16 @@ STATUS_EVERY = 1.0
 STATUS_SHARE = 0.02
 
 
+def previous_children(status_file: str) -> set[tuple[int, int]]:
+    """(IKE_SA uniqueid, CHILD_SA uniqueid) of every row of an earlier run's status file; a
+    hint only: a CHILD_SA gone since is simply not found."""
+    try:
+        rows = json.loads(Path(status_file).read_text())["children"]
+        return {(int(r["ike_uniqueid"]), int(r["uniqueid"])) for r in rows if r.get("ike_uniqueid")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
 class Daemon:
     def __init__(self, cfg: Config, netns: str | None = None, backend: Backend | None = None, caps: capability.KernelCaps | None = None) -> None:
         self.cfg = cfg
@@ -78,6 +88,9 @@ class Daemon:
         self.lock = threading.RLock()
         self.reconciler = Reconciler(self.backend, cfg, self.caps, self.mirror, self.ledger, self.lock, mirror_fed=self.monitor is not None)
         self.charon = CharonMirror()
+        # (IKE_SA, CHILD_SA) uniqueids the last run's status listed: what a restart can read one
+        # by one of an IKE_SA charon cannot list whole (vici_source.VICI_MESSAGE_MAX)
+        self.hints = previous_children(cfg.status_file)
         self.full_due = True  # the next sync reads everything
         self.scope = Scope()  # what events named since the last sync
         self.status_due = 0.0  # a status write left for later (monotonic time it was due), 0: none
@@ -358,7 +371,7 @@ class Daemon:
             # the CHILD_SAs to read one by one where charon cannot list an IKE_SA whole: those
             # the mirror holds and those events named since (this resync takes their place)
             known = self.charon.child_ids()
-            for ike_id, uid in self.scope.children:
+            for ike_id, uid in self.scope.children | self.hints:
                 known[ike_id] = [*known.get(ike_id, ()), uid]
             sas = vici_source.list_sas(self.cfg.vici_socket, known=known)
         except vici_source.VICI_ERRORS as e:
@@ -367,6 +380,8 @@ class Daemon:
         self._note_unreadable(sas, scoped=False)
         self.full_due, self.scope = False, Scope()
         self.charon.load(sas)
+        self.hints = set()  # the mirror knows what they named now
+
         def run() -> None:
             self._reload_mirror()
             self.reconciler.reconcile(sas)

@@ -47,6 +47,7 @@ class Outcome:
             "ike": self.ike,
             "child": self.child,
             "uniqueid": self.uniqueid,
+            "ike_uniqueid": self.ike_uniqueid,
             "reqid": self.reqid,
             "spi_in": f"{self.spi_in:08x}",
             "spi_out": f"{self.spi_out:08x}",

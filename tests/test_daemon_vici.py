@@ -282,8 +282,9 @@ def _start(cfg, kernel):
 def test_an_ike_sa_too_big_for_one_vici_message_loses_nothing(tmp_path):
     """charon 5.9.8 discards a message over 512 KiB (vici_socket.c): the list-sa event of a
     hub IKE_SA with 1,800 CHILD_SAs never arrives, though the command's response does. The
-    agent reads the CHILD_SAs it knows one by one; through full resyncs, a restart that knows
-    none of them and an IKE rekey, everything stays offloaded; new ones come by their events."""
+    agent reads the CHILD_SAs it knows one by one (after a restart: those its last status file
+    names); through full resyncs, restarts and an IKE rekey everything stays offloaded, and a
+    restart that knows none of them leaves them as they are; new ones come by their events."""
     n = 1800
     kids = [child(name=f"c{i}", ike="hub", uniqueid=i + 1, reqid=i + 1, spi_in=0xC0000000 + i, spi_out=0xC1000000 + i,
                   rts=(f"10.{100 + i // 250}.{i % 250}.0/24",)) for i in range(n)]  # fmt: skip
@@ -318,11 +319,21 @@ def test_an_ike_sa_too_big_for_one_vici_message_loses_nothing(tmp_path):
     finally:
         d.stop()
         t.join(5)
-    # a restart: the new agent knows none of the hub's CHILD_SAs and charon cannot list them
+    # a restart: charon cannot list the hub, the last run's status file names its CHILD_SAs
     before = dict(kernel.policies), {k: s.offload for k, s in kernel.states.items()}
     d, t = _start(cfg, kernel)
     try:
+        wait_for(lambda: len(d.ledger.outcomes) == n, timeout=60, what="all known again after the restart")
+        assert dict(kernel.policies) == before[0] and {k: s.offload for k, s in kernel.states.items()} == before[1]
+    finally:
+        d.stop()
+        t.join(5)
+    # without it the new agent knows none of them: their kernel objects stay as they are
+    (tmp_path / "status.json").unlink()
+    d, t = _start(cfg, kernel)
+    try:
         wait_for(lambda: d.reconciler.stats().runs >= 3, timeout=60, what="three full resyncs after the restart")
+        assert d.ledger.outcomes == {}
         assert dict(kernel.policies) == before[0] and {k: s.offload for k, s in kernel.states.items()} == before[1]
         # one rekeyed: its event names it, its successor is offloaded
         old = kids[7]

@@ -12,7 +12,9 @@ import threading
 
 import pytest
 from helpers import skip_unless_required, wait_for
-from support.charon_host import CharonPair, charon_available
+from support.charon_host import SWANCTL_SECRETS, CharonPair, charon_available
+from support.vici_client import session as vici_session
+from support.vici_server import encode_message
 
 from swan_offload import config
 from swan_offload.cli import main
@@ -69,3 +71,62 @@ def test_plan_against_real_charon(pair, tmp_path, capsys):
     (ch,) = [c for c in out["children"] if c["child"] == "net4"]
     assert ch["target"] == "pending" and ch["reqid"] > 0 and not ch["states"] and not ch["policies"]
     assert out["kernel"]
+
+
+def _hub_conf(side: str, n: int, start: bool) -> str:
+    """One IKE_SA ``hub`` with CHILD_SAs c1..cn, each to its own UDP port (a swanctl.conf
+    template, see render()); ``start``: side a brings them all up when it loads."""
+    mine, theirs = ("10.10.1.0/24[udp]", "10.10.2.0/24[udp/{port}]") if side == "a" else ("10.10.2.0/24[udp/{port}]", "10.10.1.0/24[udp]")
+    kids = "".join(
+        f"            c{i} {{\n                local_ts = {mine.format(port=5000 + i)}\n                remote_ts = {theirs.format(port=5000 + i)}\n"
+        f"                esp_proposals = aes128gcm16\n{'                start_action = start' + chr(10) if start else ''}            }}\n"
+        for i in range(1, n + 1)
+    )
+    head = "connections {\n    hub {\n        local_addrs = $local_v4\n        remote_addrs = $remote_v4\n        proposals = aes128-sha256-ecp256\n"
+    head += "        local { auth = psk\n            id = hub-$side.test }\n        remote { auth = psk\n            id = hub-$peer.test }\n        children {\n"
+    return head + kids + "        }\n    }\n}\n" + SWANCTL_SECRETS
+
+
+def test_real_charon_cannot_list_a_hub_ike_sa_whole_and_the_agent_loses_none_of_it(tmp_path, capsys):
+    """charon 5.9.8 itself, 1,400 CHILD_SAs under one IKE_SA: its list-sa message would pass
+    VICI's 512 KiB limit, so charon discards it (vici_socket.c) and a full list-sas lists
+    nothing of the hub. The agent, told of each CHILD_SA by its event, keeps all 1,400
+    through full resyncs, reading them one by one, and says why in its status."""
+    ok, why = charon_available()
+    if not ok:
+        skip_unless_required(why)
+    n = 1400
+    with CharonPair(conf_a=_hub_conf("a", n, False), conf_b=_hub_conf("b", n, False)) as pair:
+        cfg = config.Config(vici_socket=pair.vici_path("a"), status_file=str(tmp_path / "s.json"), resync_seconds=1.0)
+        d = Daemon(cfg, netns=pair.ns["a"])
+        t = threading.Thread(target=d.run, daemon=True)
+        t.start()
+        try:
+            wait_for(lambda: d.connected)
+            pair.load(_hub_conf("a", n, True), _hub_conf("b", n, False))  # side a starts all of them
+            sess = vici_session(pair.vici_path("a"), 30)
+            wait_for(lambda: _installed(sess, n) == n, timeout=300, what=f"{n} CHILD_SAs up")
+            assert int(sess.stats()["ikesas"]["total"]) == 1
+            # real charon: the whole listing is discarded, one CHILD_SA of it is not
+            assert [m for m in sess.list_sas()] == []
+            one = next(iter(sess.list_sas({"ike": "hub", "child": "c7"})))
+            none = next(iter(sess.list_sas({"ike": "hub", "child": "swan-offload roster"})))
+            per_child = len(encode_message(one)) - len(encode_message(none))
+            with capsys.disabled():
+                print(f"\n  charon 5.9.8 lists a CHILD_SA of this hub in {per_child} bytes: {512 * 1024 // per_child} fit in 512 KiB")
+            assert per_child * n > 512 * 1024
+            runs = d.reconciler.stats().runs
+            wait_for(lambda: len(d.ledger.outcomes) == n and d.reconciler.stats().runs >= runs + 2, timeout=120, what="all known, two full resyncs")
+            assert len(d.ledger.outcomes) == n and {o.child for o in d.ledger.outcomes.values()} == {f"c{i}" for i in range(1, n + 1)}
+            unreadable = d.status()["agent"]["vici_unreadable"]
+            assert any("512 KiB" in w and "hub" in w for w in unreadable), unreadable
+        finally:
+            d.stop()
+            t.join(5)
+
+
+def _installed(sess, n: int) -> int:
+    """CHILD_SAs of the hub charon has INSTALLED, asked one name at a time (the whole
+    listing is what charon discards)."""
+    states = [ch.get("state") for i in range(1, n + 1) for m in sess.list_sas({"ike": "hub", "child": f"c{i}"}) for ch in m["hub"]["child-sas"].values()]
+    return states.count(b"INSTALLED")
