@@ -233,6 +233,8 @@ class SaList:
     unreadable: dict[tuple[str, int | None], frozenset[int]] = field(default_factory=dict)
     unnamed: int = 0
     errors: list[str] = field(default_factory=list)  # one line per entry, naming the field
+    # IKE_SAs charon holds but could not send whole (vici_source.VICI_MESSAGE_MAX), also unreadable
+    discarded: set[tuple[str, int]] = field(default_factory=set)
 
     @property
     def complete(self) -> bool:

@@ -126,10 +126,10 @@ class Reconciler:
         """What of an unreadable list-sas entry stays as it is: policies by reqid, and the
         CHILD_SAs last seen under that IKE_SA (not retired, copies kept).
 
-        In a ``full`` run the reqids of charon's policies that no listed CHILD_SA holds stay
-        too: an entry charon could not send whole (vici_source.VICI_MESSAGE_MAX) hides
-        CHILD_SAs the agent never saw, after a restart all of them. Their policies are the
-        only sign of them; a CHILD_SA charon deleted has none left, so its twins still go."""
+        In a ``full`` run with an entry charon could not send whole (vici_source.VICI_MESSAGE_MAX),
+        the reqids of charon's policies that no listed CHILD_SA holds stay too: such an entry
+        hides CHILD_SAs the agent never saw, after a restart all of them. Their policies are
+        the only sign of them; a CHILD_SA charon deleted has none left, so its twins still go."""
         if sas.complete:
             return pl.Frozen(), set()
         keys: set[tuple[str, int]] = set()
@@ -142,7 +142,7 @@ class Reconciler:
                 if o.ike == name and ike_id in (None, o.ike_uniqueid):
                     keys.add(k)
                     reqids.add(o.reqid)
-        if full:
+        if full and sas.discarded:
             listed = {ch.reqid for ch in sas.children}
             reqids |= {t.reqid for p in self.mirror.policies.values() if not pl.is_agent_policy(p) for t in p.templates} - listed
         if sas.unnamed:

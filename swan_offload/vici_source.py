@@ -140,6 +140,7 @@ def _page(sess: vici.Session, out: SaList, name: str, ike_id: int, uids: Iterabl
     out.children.extend(ch for ch in part.children if ch.ike_uniqueid == ike_id)
     out.ikes.extend({i.uniqueid: i for i in part.ikes if i.uniqueid == ike_id}.values())
     out.unreadable[(name, ike_id)] = frozenset(ch.reqid for ch in part.children if ch.ike_uniqueid == ike_id)
+    out.discarded.add((name, ike_id))
     found = sum(ch.ike_uniqueid == ike_id for ch in part.children)
     out.errors.append(
         f"IKE_SA {name} #{ike_id}: charon cannot list it whole (its list-sa message exceeds VICI's "
