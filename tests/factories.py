@@ -44,11 +44,12 @@ def charon_objects(ch: ChildSA, esn: bool = False, mark: o.Mark | None = None, i
         any_sel = o.Selector(fam, "::" if fam == 10 else "0.0.0.0", "::" if fam == 10 else "0.0.0.0", 0, 0)
         states.append(o.XfrmState(
             sel=any_sel, daddr=daddr, spi=spi, proto=c.IPPROTO_ESP, saddr=saddr, family=fam, mode=mode, reqid=ch.reqid,
-            replay_window=0 if esn else 32, flags=c.XFRM_STATE_ESN if esn else 0,
+            # kernel_netlink_ipsec.c add_sa(): no window for an outbound SA (1 with ESN, which the kernel requires)
+            replay_window=0 if esn or not inbound else 32, flags=c.XFRM_STATE_ESN if esn else 0,
             curlft=o.LifetimeCur(1000, 10, 1_700_000_000, 1_700_000_001),
             aead=o.Algo("rfc4106(gcm(aes))", o.Secret(KEY), 160, icv_len=128),
             replay=None if esn else o.ReplayState(oseq=0 if inbound else 500, seq=400 if inbound else 0, bitmap=0xFF),
-            replay_esn=o.ReplayEsn(4, 0 if inbound else 0xFFFFFFF0, 400 if inbound else 0, 0, 0, 128, (1, 2, 3, 4)) if esn else None,
+            replay_esn=(o.ReplayEsn(4, 0, 400, 0, 0, 128, (1, 2, 3, 4)) if inbound else o.ReplayEsn(1, 0xFFFFFFF0, 0, 0, 0, 1, (0,))) if esn else None,
             mark=mark, if_id=if_id,
             encap=o.Encap(c.UDP_ENCAP_ESPINUDP, 4500, 4500, "") if encap else None,
         ))
