@@ -77,7 +77,7 @@ def lab_available() -> tuple[bool, str]:
 def _qemu_cmd(rundir: Path, vmlinuz: Path, initrd: Path, usrlib: Path) -> list[str]:
     cmdline = f"console=ttyS0 panic=-1 quiet loglevel=4 lab.kmods={usrlib}"
     return [
-        QEMU, "-accel", "tcg,thread=single", "-cpu", "max", "-smp", "2", "-m", "1024",
+        QEMU, "-accel", "tcg,thread=single", "-cpu", "max", "-smp", "2", "-m", os.environ.get("LAB_MEM_MB", "1024"),
         "-nographic", "-no-reboot", "-nic", "none",
         "-kernel", str(vmlinuz), "-initrd", str(initrd), "-append", cmdline,
         "-device", "virtio-rng-pci",
