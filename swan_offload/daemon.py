@@ -219,6 +219,8 @@ class Daemon:
                 ifindex, up = payload
                 with self.lock:
                     self.reconciler.link_changed(ifindex, up)
+                    if not up and self.charon.loaded:  # at once: the full resync below reads charon and the kernel first
+                        self.reconciler.restore_now(self.charon.children.values())
             self.full_due = True
             return True
         if kind == "timer":

@@ -7,9 +7,11 @@ This module decides, per CHILD_SA, which of them runs, and what a refusal leads 
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,7 +27,7 @@ from .model import ChildSA, SaList
 from .mover import Mover, log_errors
 from .xfrm import constants as c
 from .xfrm.counters import SaCounters
-from .xfrm.objects import XfrmState
+from .xfrm.objects import StateId, XfrmState
 
 log = logging.getLogger("swan_offload.reconciler")
 
@@ -80,6 +82,7 @@ class Reconciler:
         self.lock: threading.RLock = lock or threading.RLock()
         self.held = HeldCopies()
         self.restored: dict[Key, ChildSA] = {}  # put back in software, not yet rekeyed
+        self.restored_ids: dict[Key, list[StateId]] = {}  # what the agent put back, until the CHILD_SA retires
         self.ike_ports: frozenset[int] = frozenset()  # every IKE port charon was seen using
         self.mover = Mover(backend, cfg, self.mirror, self.held)
 
@@ -269,11 +272,20 @@ class Reconciler:
         return plan
 
     def _retire(self, keys: set[Key]) -> None:
-        """CHILD_SAs charon no longer lists: their records and copies go."""
+        """CHILD_SAs charon no longer lists: their records and copies go, and SAs the agent
+        restored for them (charon deletes its own first: what is left is the agent's orphan,
+        restored from a mirror that did not know yet)."""
         if not keys:
             return
         self.held.forget(keys)
         self.ledger.retire(keys)
+        orphans = [DelState(sid, "remove restored state of a CHILD_SA charon deleted") for k in keys for sid in self.restored_ids.pop(k, [])]
+        for d, err in zip(orphans, self.backend.apply(orphans)):
+            if err is None:
+                self.mirror.drop_state(d.id)
+                log.info("removed %s", d.what.removeprefix("remove "))
+            elif err.errno not in (errno.ESRCH, errno.ENOENT):
+                log.warning("%s: %s", d.what, err)
 
     # ------------------------------------------------------------ device loss
 
@@ -364,12 +376,22 @@ class Reconciler:
         done = self.outcomes.get(h.child)
         return done is not None and done.mode == pl.PACKET and h.state.offload is not None and h.state.offload.ifindex not in self.held.down
 
-    def _restore(self, children: list[ChildSA], view: pl.KernelView) -> bool:
-        """Put back in software every held SA a device loss took while charon still uses it."""
+    def restore_now(self, children: Iterable[ChildSA]) -> bool:
+        """Right after a link event says a device went down: put back in software what it took,
+        for the CHILD_SAs charon is known to use (the charon mirror), without waiting for a
+        list-sas and a dump (seconds at a hub). A state the kernel still holds answers EEXIST
+        and stays as it is; one charon deleted meanwhile goes when its CHILD_SA retires."""
+        return self._restore(list(children), None)
+
+    def _restore(self, children: list[ChildSA], view: pl.KernelView | None) -> bool:
+        """Put back in software every held SA a device loss took while charon still uses it
+        (``view``: the kernel as read, to skip what is there; None: the kernel says, EEXIST)."""
         live = {ch.key: ch for ch in children if ch.state in ("INSTALLED", "")}
-        todo = self.held.lost(set(live), view.states, self.cfg.seq_margin, self.cfg.restore_max_pps)
+        todo = self.held.lost(set(live), view.states if view else {}, self.cfg.seq_margin, self.cfg.restore_max_pps)
         errs = self.backend.apply([AddState(new) for _k, _h, new, _j in todo])
         for (k, h, new, jump), err in zip(todo, errs):
+            if err is not None and err.errno == errno.EEXIST:
+                continue  # there after all (added after the device's flush): not lost
             del self.held[k]
             ch = live[h.child]
             if err is not None:
@@ -377,6 +399,7 @@ class Reconciler:
                 continue
             self.mirror.put_state(new)
             self.restored[ch.key] = ch
+            self.restored_ids.setdefault(ch.key, []).append(new.id)
             self.drift_repaired += 1
             seq = f" (outbound sequence advanced by {jump})" if h.outbound else ""
             log.warning("%s reqid %d: restored %s in software after device #%d went down%s", ch.label, ch.reqid, new.describe(), h.state.offload.ifindex if h.state.offload else 0, seq)

@@ -284,6 +284,45 @@ def test_device_down_restores_sas_in_software_then_offloads_again():
     assert r.outcomes[ch.key].mode == "packet"
 
 
+def test_a_link_event_restores_at_once_and_an_orphan_goes_with_its_child():
+    """restore_now: from the copies and the charon mirror, in one batch, no dump, no list-sas.
+    A CHILD_SA charon deleted before the mirror knew is restored too (the mirror said it was
+    live); when charon's list no longer has it, what the agent put back for it is removed."""
+    a = child()
+    b = child(name="b", uniqueid=2, reqid=2, spi_in=0xC0000002, spi_out=0xC1000002, rts=("10.9.0.0/24",))
+    k = kernel_with([a, b])
+    r = Reconciler(k, config.Config(), CAPS)
+    r.reconcile([a, b])
+    assert set(offloads(k).values()) == {c.XFRM_OFFLOAD_PACKET, c.XFRM_OFFLOAD_PACKET | c.XFRM_OFFLOAD_INBOUND}
+    _device_goes_down(k)
+    r.link_changed(ETH.ifindex, False)
+    k.batches.clear()
+    assert r.restore_now([a, b])
+    assert [[type(op).__name__ for op in batch] for batch in k.batches] == [["AddState"] * 4]
+    assert {s.spi: s.offload for s in k.states.values()} == {a.spi_in: None, a.spi_out: None, b.spi_in: None, b.spi_out: None}
+    assert not r.restore_now([a, b])  # nothing more is lost
+    # charon had deleted b: its list says so, and the agent's copies of b's SAs go
+    r.reconcile([a])
+    assert {s.spi for s in k.states.values()} == {a.spi_in, a.spi_out}
+    assert b.key not in r.outcomes and a.key in r.outcomes
+
+
+def test_a_restore_that_finds_the_state_there_leaves_it_and_its_copy():
+    """EEXIST: the state is in the kernel after all (added after the device's flush)."""
+    a = child()
+    k = kernel_with([a])
+    r = Reconciler(k, config.Config(), CAPS)
+    r.reconcile([a])
+    key_out = (a.remote_host, a.spi_out, c.IPPROTO_ESP)
+    kept = k.states[key_out]
+    _device_goes_down(k)
+    k.states[key_out] = kept  # back on the device before the agent looked
+    r.link_changed(ETH.ifindex, False)
+    assert r.restore_now([a])
+    assert k.states[key_out] is kept and key_out in r.held
+    assert k.states[(a.local_host, a.spi_in, c.IPPROTO_ESP)].offload is None
+
+
 def test_device_loss_seen_only_in_the_dump_is_still_restored():
     """No link event (e.g. the monitor overran): the device reads down in the next resync."""
     ch = child()
