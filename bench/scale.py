@@ -14,7 +14,9 @@ agent then knows only what events name). Figures (seconds unless named):
   promote_s   agent start on software SAs -> all N in packet offload
   idle_cpu_pct, rss_mb   the settled agent over 10 s
   scrape_s    one Prometheus scrape;  dump_s   one state dump (2N SAs)
-  event_s     one CHILD_SA rekeyed at N -> its successor offloaded (median, max of 3)
+  event_s     one CHILD_SA rekeyed at N -> its successor's SAs offloaded in the kernel (median,
+              max of 3); event_status_s -> the status file shows it (it is written at most
+              every second, or at 2 % of a core: at a large N it lags)
   restart_s, restart_writes   agent restart with all offloaded -> all decided; kernel writes meanwhile
   restore_s, restore_missing  wan down -> every SA back in the kernel (software); missing after 60 s
   reoffload_s wan up -> all N in packet offload again (charon rekeys the restored ones)
@@ -58,19 +60,23 @@ def measure(n: int, standin: str | None = None) -> dict[str, object]:
         raise RuntimeError(detail(res))
     sec = sections(res.stdout)
     fig: dict[str, object] = {"n": n, "charon": f"stand-in ({standin})" if standin else "charon 5.9.8"}
-    events = []
+    events: list[float | None] = []
+    statuses: list[float | None] = []
     for line in sec["figures"].splitlines():
         if not line.startswith("{"):
             continue
         row = json.loads(line)
         if "event_s" in row:
             events.append(row["event_s"])
+            statuses.append(row.get("event_status_s"))
             continue
         if "writes" in row:
             row = {"restart_writes": row["writes"]}
         fig.update({k: v for k, v in row.items() if k not in ("states", "maxrss_mb", "floor_ops", "scrape_bytes")})
     ok = [e for e in events if e is not None]
     fig["event_s"] = {"median": statistics.median(ok) if ok else None, "max": max(ok) if ok else None, "lost": len(events) - len(ok)}
+    seen = [e for e in statuses if e is not None]
+    fig["event_status_s"] = {"median": statistics.median(seen) if seen else None, "max": max(seen) if seen else None}
     final = json.loads(sec["final"].strip().splitlines()[-1])
     fig["final_missing"], fig["final_orphans"] = len(final["missing"]), len(final["orphan_states"])
     if "udp" in sec:  # the stand-in has no peer: no traffic

@@ -41,6 +41,15 @@ ip -n gwa link set wan up
 ip -n gwa route replace 10.2.0.0/24 via 192.0.2.2
 start=$(date +%s.%N)
 ip netns exec gwa $P decided "$N" "$start" | sed 's/"seconds"/"reoffload_s"/'
+# the rekeys the agent asked for after the restore: the kernel is checked once the stand-in
+# has deleted every rekeyed CHILD_SA's SAs, as charon does 5 s after each rekey
+for i in $(seq 900); do
+    ip netns exec gwa "$LAB_PY" -c 'import socket, sys, vici
+s = socket.socket(socket.AF_UNIX); s.connect("/run/gwa/charon.vici")
+sys.exit(int(vici.Session(s).request("standin-pending")["pending"]) != 0)' && break
+    sleep 1
+done
+lab_agent_settled 2000
 lab_check final
 kill $LAB_AGENT; wait $LAB_AGENT || true
 lab_section standin; cat /run/standin.out

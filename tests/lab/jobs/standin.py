@@ -133,8 +133,10 @@ class StandIn:
         self.server = ViciTestServer(path)
         self.server.version = {"daemon": "charon", "version": "5.9.8", "sysname": "Linux", "release": os.uname().release, "machine": "x86_64"}
         self.server.commands["rekey"] = self.rekey
+        self.server.commands["standin-pending"] = lambda _req: {"pending": str(len(self.rekeyed))}
         self.lock = threading.Lock()
-        self.children: dict[int, object] = {}  # CHILD_SA uniqueid -> ChildSA
+        self.children: dict[int, object] = {}  # CHILD_SA index i -> its current ChildSA
+        self.rekeyed: dict[int, object] = {}  # uniqueid -> a rekeyed ChildSA until its SAs are deleted
         self.next_uid = n + 1
         for i in range(1, n + 1):
             self.children[i] = self._child(i, i, spi(), spi())
@@ -172,9 +174,9 @@ class StandIn:
         return {name: {"uniqueid": str(uid), "version": "2", "state": "ESTABLISHED", "local-host": LOCAL, "local-port": "500",
                        "remote-host": remote, "remote-port": "500", "child-sas": kids}}  # fmt: skip
 
-    def _publish(self, rekeyed: tuple = ()) -> None:  # type: ignore[type-arg]
-        """server.sas from the children (and the rekeyed ones still there)."""
-        rows = [(ch, "INSTALLED") for ch in self.children.values()] + [(ch, "REKEYED") for ch in rekeyed]
+    def _publish(self) -> None:
+        """server.sas from the children and the rekeyed ones still there."""
+        rows = [(ch, "INSTALLED") for ch in self.children.values()] + [(ch, "REKEYED") for ch in self.rekeyed.values()]
         if self.shape == "many":
             kids = {f"{ch.name}-{ch.uniqueid}": self._section(ch, st) for ch, st in rows}
             self.server.sas = [self._ike("many", 1, "192.0.2.2", kids)]
@@ -187,7 +189,8 @@ class StandIn:
     def rekey(self, req: dict) -> dict:
         """charon's rekey of one CHILD_SA, as seen from the kernel and VICI."""
         with self.lock:
-            old = self.children.get(int(req.get("child-id", 0)))
+            uid = int(req.get("child-id", 0))
+            old = next((ch for ch in self.children.values() if ch.uniqueid == uid), None)
             if old is None:
                 return {"success": "no", "errmsg": "no matching CHILD_SA found"}
             new = replace(old, uniqueid=self.next_uid, spi_in=spi(), spi_out=spi())
@@ -198,7 +201,8 @@ class StandIn:
             if any(errs):
                 return {"success": "no", "errmsg": f"kernel: {next(e for e in errs if e)}"}
             self.children[self._index(new)] = new
-            self._publish(rekeyed=(old,))
+            self.rekeyed[old.uniqueid] = old
+            self._publish()
         ike = self._ike(new.ike_name, new.ike_uniqueid, new.remote_host, {new.name: {"old": self._section(old, "REKEYED"), "new": self._section(new)}})
         self.server.emit("child-rekey", ike)
         threading.Timer(DELETE_REKEYED_DELAY, self._delete, (old,)).start()
@@ -208,6 +212,7 @@ class StandIn:
         with self.lock:
             states, _p = charon_objects(old)
             self.kernel.apply([DelState(s.id) for s in states])
+            self.rekeyed.pop(old.uniqueid, None)
             self._publish()
 
 
