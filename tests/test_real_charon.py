@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from helpers import skip_unless_required, wait_for
@@ -23,6 +25,21 @@ from swan_offload.daemon import Daemon
 pytestmark = [pytest.mark.charon, pytest.mark.netns]
 
 
+@contextmanager
+def running(pair, tmp_path, resync_seconds: float) -> Iterator[Daemon]:
+    """The daemon on gateway a's charon, connected, stopped afterwards."""
+    cfg = config.Config(vici_socket=pair.vici_path("a"), status_file=str(tmp_path / "s.json"), resync_seconds=resync_seconds)
+    d = Daemon(cfg, netns=pair.ns["a"])
+    t = threading.Thread(target=d.run, daemon=True)
+    t.start()
+    try:
+        wait_for(lambda: d.connected)
+        yield d
+    finally:
+        d.stop()
+        t.join(5)
+
+
 @pytest.fixture
 def pair():
     ok, why = charon_available()
@@ -33,12 +50,7 @@ def pair():
 
 
 def test_daemon_follows_real_charon(pair, tmp_path):
-    cfg = config.Config(vici_socket=pair.vici_path("a"), status_file=str(tmp_path / "s.json"), resync_seconds=0.5)
-    d = Daemon(cfg, netns=pair.ns["a"])
-    t = threading.Thread(target=d.run, daemon=True)
-    t.start()
-    try:
-        wait_for(lambda: d.connected)
+    with running(pair, tmp_path, 0.5) as d:
         assert d.charon_version == "charon 5.9.8"
         pair.initiate("net4", "gw")
         rows = wait_for(lambda: [o for o in d.reconciler.outcomes.values() if o.child == "net4"])
@@ -55,9 +67,6 @@ def test_daemon_follows_real_charon(pair, tmp_path):
 
         b = NetlinkBackend(pair.ns["a"])
         assert b.dump_states() == [] and [p for p in b.dump_policies() if p.sel.user] == []
-    finally:
-        d.stop()
-        t.join(5)
     status = json.loads((tmp_path / "s.json").read_text())
     assert status["agent"]["charon"] == "charon 5.9.8"
 
@@ -98,12 +107,7 @@ def test_real_charon_cannot_list_a_hub_ike_sa_whole_and_the_agent_loses_none_of_
         skip_unless_required(why)
     n = 1600
     with CharonPair(conf_a=_hub_conf("a", n, False), conf_b=_hub_conf("b", n, False)) as pair:
-        cfg = config.Config(vici_socket=pair.vici_path("a"), status_file=str(tmp_path / "s.json"), resync_seconds=5.0)
-        d = Daemon(cfg, netns=pair.ns["a"])
-        t = threading.Thread(target=d.run, daemon=True)
-        t.start()
-        try:
-            wait_for(lambda: d.connected)
+        with running(pair, tmp_path, 5.0) as d:
             pair.load(_hub_conf("a", n, True), _hub_conf("b", n, False))  # side a starts all of them
             sess = vici_session(pair.vici_path("a"), 30)
             wait_for(lambda: _installed(sess, n) == n, timeout=300, what=f"{n} CHILD_SAs up")
@@ -121,9 +125,6 @@ def test_real_charon_cannot_list_a_hub_ike_sa_whole_and_the_agent_loses_none_of_
             assert len(d.ledger.outcomes) == n and {o.child for o in d.ledger.outcomes.values()} == {f"c{i}" for i in range(1, n + 1)}
             unreadable = d.status()["agent"]["vici_unreadable"]
             assert any("512 KiB" in w and "hub" in w for w in unreadable), unreadable
-        finally:
-            d.stop()
-            t.join(5)
 
 
 def _installed(sess, n: int) -> int:

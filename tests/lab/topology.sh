@@ -291,6 +291,12 @@ lab_initiate_many() {
     done
 }
 
+# lab_many_up N: the topology, charon on both gateways, c1..cN of "many" up (lab_conf_many).
+lab_many_up() {
+    lab_topology && lab_charon_start gwa && lab_charon_start gwb && lab_conf_many "$1" &&
+        lab_load gwa /run/many-gwa.conf && lab_load gwb /run/many-gwb.conf && lab_initiate_many "$1"
+}
+
 # lab_xfrm NS state|policy: `ip -s -d xfrm` of NS (iproute2 6.15) with every key redacted,
 # so job output never carries key material.
 lab_xfrm() {

@@ -4,11 +4,7 @@
 set -e
 N=${LAB_SCALE_N:-10}
 . tests/lab/topology.sh
-lab_topology
-lab_charon_start gwa && lab_charon_start gwb
-lab_conf_many "$N"
-lab_load gwa /run/many-gwa.conf && lab_load gwb /run/many-gwb.conf
-lab_initiate_many "$N"
+lab_many_up "$N"
 S="$LAB_PY $LAB_DIR/jobs/standin.py"
 lab_section charon; ip netns exec gwa $S shape
 lab_section charon_list; ip netns exec gwa "$LAB_PY" - <<'PY'
