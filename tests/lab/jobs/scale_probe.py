@@ -9,9 +9,8 @@
                                       agent's kernel writes while it restarts)
     scale_probe.py cpu PID SECONDS    CPU % of one core that PID used over SECONDS, and its RSS
     scale_probe.py dump NS            one state dump of NS, timed
-    scale_probe.py restore NS START   after a device loss at START (wall clock): seconds until every
-                                      SA charon lists is in NS's kernel again (60 s at most), and how
-                                      many are missing then
+    scale_probe.py restore NS DEV     take DEV down, then: seconds until every SA charon lists is
+                                      in NS's kernel again (60 s at most), and how many are missing then
     scale_probe.py scrape             one scrape of the agent's metrics, timed
     scale_probe.py event NS NAME      rekey CHILD_SA NAME over NS's VICI; seconds until its
                                       successor's SAs are in packet offload (and in the status file)
@@ -23,6 +22,7 @@ from __future__ import annotations
 import json
 import resource
 import socket
+import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -109,17 +109,21 @@ def dump(ns: str) -> None:
     out(dump_s=round(time.monotonic() - t0, 3), states=n, maxrss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
 
 
-def restore(ns: str, start: float, limit: float = 60) -> None:
+def restore(ns: str, dev: str, limit: float = 60) -> None:
+    """Take DEV down (once this probe has started and read charon: its own start-up is not
+    the agent's restore), then: seconds until every SA charon lists is in the kernel again."""
     want = {(ch.spi_in, ch.spi_out) for ch in list_children(f"/run/{ns}/charon.vici") if ch.state == "INSTALLED"}
     spis = {spi for pair in want for spi in pair}
     b = NetlinkBackend(ns)
+    subprocess.run(["ip", "link", "set", dev, "down"], check=True)
+    start = time.monotonic()
     missing = len(spis)
-    while time.time() - start < limit:
-        missing = len(spis - {s.spi for s in b.dump_states()})
+    while time.monotonic() - start < limit:
+        missing = len(spis - {s.spi for s in b.dump_counters()})  # the lean read: no keys decoded
         if not missing:
-            out(restore_s=round(time.time() - start, 3), restore_missing=0)
+            out(restore_s=round(time.monotonic() - start, 3), restore_missing=0)
             return
-        time.sleep(0.2)
+        time.sleep(0.05)
     out(restore_s=None, restore_missing=missing)
 
 
@@ -187,7 +191,7 @@ if __name__ == "__main__":
     elif cmd == "dump":
         dump(args[0])
     elif cmd == "restore":
-        restore(args[0], float(args[1]))
+        restore(args[0], args[1])
     elif cmd == "scrape":
         scrape()
     elif cmd == "event":

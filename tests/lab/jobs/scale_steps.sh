@@ -30,8 +30,7 @@ scale_figures() {
     ip netns exec gwa $P decided "$n" "$start" | sed 's/"seconds"/"restart_s"/'
     wait $W; cat /run/writes.out
     # device down/up at N: every SA back in software, then in packet offload again
-    start=$(date +%s.%N); ip -n gwa link set wan down
-    ip netns exec gwa $P restore gwa "$start"
+    ip netns exec gwa $P restore gwa wan  # it takes wan down
     sleep 2
     ip -n gwa link set wan up
     ip -n gwa route replace 10.2.0.0/24 via 192.0.2.2  # as the network configuration would
