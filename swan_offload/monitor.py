@@ -26,9 +26,10 @@ log = logging.getLogger("swan_offload.daemon")
 
 TRIGGERS = {c.XFRM_MSG_NEWSA, c.XFRM_MSG_DELSA, c.XFRM_MSG_UPDSA, c.XFRM_MSG_EXPIRE, c.XFRM_MSG_NEWPOLICY, c.XFRM_MSG_DELPOLICY, c.XFRM_MSG_UPDPOLICY, c.XFRM_MSG_FLUSHSA, c.XFRM_MSG_FLUSHPOLICY}
 ENOBUFS_WHY = "the kernel dropped notifications (ENOBUFS)"
-# changes waiting for the main thread, at most: past it (a rekey storm while a resync runs) the
-# inbox is dropped for one reload, as for ENOBUFS. ~1 KiB each: the cap bounds memory at a hub
-INBOX_MAX = 65536
+# changes waiting for the main thread, at most: past it (a hub's promotion writes 5 per CHILD_SA
+# while the main thread is busy; a rekey storm during a resync) the inbox is dropped for one
+# reload, as for ENOBUFS. A decoded change is some KiB: 50,000 of them were 400 MB at 10,000
+INBOX_MAX = 4096
 
 
 class XfrmMonitor(threading.Thread):
@@ -98,6 +99,12 @@ class XfrmMonitor(threading.Thread):
             # The follower's writes come after this notification in the socket, so the inbox
             # keeps the kernel's order.
             self.on_new_state(msg)
+        if self.inbox and isinstance(self.inbox[0], str):
+            # a reload is due and nothing before it waits: the dump it takes comes after this
+            # notification, which needs no decoding (at a hub that was a core for minutes)
+            if foreign:
+                self.q.put(("xfrm", None))
+            return
         try:
             ch = mi.change_of(mtype, msg, foreign=pid != self.own_port)
         except (ValueError, KeyError, TypeError) as e:  # a notification we cannot read: reload
@@ -105,10 +112,11 @@ class XfrmMonitor(threading.Thread):
             log.warning("unreadable XFRM notification (type %d): %s; the kernel mirror is reloaded", mtype, type(e).__name__)
             ch = f"unreadable notification of type {mtype}"
         if ch is not None:
-            if len(self.inbox) >= self.inbox_max:  # a reload replaces what waits
+            if len(self.inbox) >= self.inbox_max:  # a reload replaces what waits, and this
                 self.inbox.clear()
                 self.inbox.append(f"more than {self.inbox_max} kernel changes waited to be read")
                 self.q.put(("xfrm", None))
+                return
             self.inbox.append(ch)
         if foreign:
             self.q.put(("xfrm", ch.reqids if isinstance(ch, mi.Change) and ch.reqids else None))
