@@ -16,12 +16,17 @@ grep ready /run/standin.out || lab_die "stand-in did not start: $(tail -n 5 /run
 [ "$SHAPE" = many ] && NAME=c || NAME=s
 . "$LAB_DIR/jobs/scale_steps.sh"
 scale_figures "$N" "$NAME" "*/* software"
-# the rekeys the agent asked for after the restore: the kernel is checked once the stand-in
-# has deleted every rekeyed CHILD_SA's SAs, as charon does 5 s after each rekey
+# the agent asks a rekey of each CHILD_SA it restored (N, after the 3 events): the kernel is
+# checked once the stand-in has done them and deleted every rekeyed CHILD_SA's SAs, as charon
+# does 5 s after each rekey
 for i in $(seq 900); do
-    ip netns exec gwa "$LAB_PY" -c 'import socket, sys, vici
-s = socket.socket(socket.AF_UNIX); s.connect("/run/gwa/charon.vici")
-sys.exit(int(vici.Session(s).request("standin-pending")["pending"]) != 0)' && break
+    ip netns exec gwa "$LAB_PY" - "$N" <<'PY' && break
+import socket, sys, vici
+s = socket.socket(socket.AF_UNIX)
+s.connect("/run/gwa/charon.vici")
+r = vici.Session(s).request("standin-pending")
+sys.exit(not (int(r["pending"]) == 0 and int(r["rekeys"]) >= int(sys.argv[1]) + 3))
+PY
     sleep 1
 done
 lab_agent_settled 2000

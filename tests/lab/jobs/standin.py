@@ -133,7 +133,7 @@ class StandIn:
         self.server = ViciTestServer(path)
         self.server.version = {"daemon": "charon", "version": "5.9.8", "sysname": "Linux", "release": os.uname().release, "machine": "x86_64"}
         self.server.commands["rekey"] = self.rekey
-        self.server.commands["standin-pending"] = lambda _req: {"pending": str(len(self.rekeyed))}
+        self.server.commands["standin-pending"] = lambda _req: {"pending": str(len(self.rekeyed)), "rekeys": str(self.next_uid - 1 - n)}
         self.lock = threading.Lock()
         self.children: dict[int, object] = {}  # CHILD_SA index i -> its current ChildSA
         self.rekeyed: dict[int, object] = {}  # uniqueid -> a rekeyed ChildSA until its SAs are deleted
