@@ -118,15 +118,15 @@ class CharonMirror:
             out |= self._of_ike.get(i, set())
         return out
 
-    def child_ids(self, ike_ids: Iterable[int] | None = None) -> dict[int, list[int]]:
+    def child_ids(self, ike_ids: Iterable[int] | None = None) -> dict[int, set[int]]:
         """CHILD_SA uniqueids by IKE_SA, for reading an IKE_SA charon cannot list whole one
         CHILD_SA at a time (vici_source.list_sas). Asked for some IKE_SAs (an IKE rekey's old
         and new), each is given the CHILD_SAs of all of them: a rekey moves them across."""
         if ike_ids is None:
-            return {i: sorted(k[1] for k in keys) for i, keys in self._of_ike.items()}
+            return {i: {k[1] for k in keys} for i, keys in self._of_ike.items()}
         ids = list(ike_ids)
-        uids = sorted({k[1] for k in self.of_ikes(ids)})
-        return {i: uids for i in ids}
+        uids = {k[1] for k in self.of_ikes(ids)}
+        return {i: set(uids) for i in ids}
 
     def keys_of(self, scope: Scope) -> set[Key]:
         """The CHILD_SAs ``scope`` names that the mirror holds."""

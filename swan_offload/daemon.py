@@ -374,7 +374,7 @@ class Daemon:
             # the mirror holds and those events named since (this resync takes their place)
             known = self.charon.child_ids()
             for ike_id, uid in self.scope.children | self.hints:
-                known[ike_id] = [*known.get(ike_id, ()), uid]
+                known.setdefault(ike_id, set()).add(uid)  # each asked once, known or named twice
             sas = vici_source.list_sas(self.cfg.vici_socket, known=known)
         except vici_source.VICI_ERRORS as e:
             log.warning("list-sas failed: %s", e)

@@ -137,14 +137,14 @@ def _page(sess: vici.Session, out: SaList, name: str, ike_id: int, uids: Iterabl
     for uid in uids:
         for msg in sess.list_sas({"ike-id": str(ike_id), "child-id": str(uid)}):
             part.add(msg)
-    out.children.extend(ch for ch in part.children if ch.ike_uniqueid == ike_id)
+    kids = [ch for ch in part.children if ch.ike_uniqueid == ike_id]
+    out.children.extend(kids)
     out.ikes.extend({i.uniqueid: i for i in part.ikes if i.uniqueid == ike_id}.values())
-    out.unreadable[(name, ike_id)] = frozenset(ch.reqid for ch in part.children if ch.ike_uniqueid == ike_id)
+    out.unreadable[(name, ike_id)] = frozenset(ch.reqid for ch in kids)
     out.discarded.add((name, ike_id))
-    found = sum(ch.ike_uniqueid == ike_id for ch in part.children)
     out.errors.append(
         f"IKE_SA {name} #{ike_id}: charon cannot list it whole (its list-sa message exceeds VICI's "
-        f"{VICI_MESSAGE_MAX // 1024} KiB limit); read {found} known CHILD_SA(s) one by one, the others are "
+        f"{VICI_MESSAGE_MAX // 1024} KiB limit); read {len(kids)} known CHILD_SA(s) one by one, the others are "
         "left as they are in the kernel until an event names them"
     )
 
