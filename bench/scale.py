@@ -21,6 +21,9 @@ agent then knows only what events name). Figures (seconds unless named):
   restore_s, restore_missing  wan down -> every SA back in the kernel (software); missing after 60 s
   reoffload_s wan up -> all N in packet offload again (charon rekeys the restored ones)
 
+With --profile each agent start runs under tests/lab/jobs/sampler.py (its stacks every 10 ms,
+by 5 s window), kept beside the run as ...-sampler-K.txt.
+
 Ratios that matter are printed too: promote/floor. Each run's output and the agent's log are
 kept under .lab/bench/ (scale-N-<time>.out, ...-agent.log), to trace a figure afterwards. The lab is emulated (TCG): absolute
 times are inflated, counts are exact. docs/benchmarks.md has the figures and their history.
@@ -44,11 +47,13 @@ from tests.lab.results import detail, sections  # noqa: E402
 from tests.lab.vm import lab_available, run_job  # noqa: E402
 
 
-def measure(n: int, standin: str | None = None) -> dict[str, object]:
+def measure(n: int, standin: str | None = None, profile: bool = False) -> dict[str, object]:
     """One run at N: real charon (jobs/scale.sh), or the stand-in in ``standin``'s shape
     (jobs/scale_standin.sh: "spokes" or "many"), with memory for the kernel's 5N objects."""
     script = (ROOT / "tests/lab/jobs" / ("scale_standin.sh" if standin else "scale.sh")).read_text()
     env = {"LAB_SCALE_N": str(n), "LAB_SIM_ARGS": f"max_sa={max(1024, 4 * n + 16)}", "LAB_SCALE_SHAPE": standin or ""}
+    if profile:  # each agent start under tests/lab/jobs/sampler.py: logs sampler-K.txt
+        env["LAB_SAMPLE"] = "1"
     os.environ["LAB_MEM_MB"] = str(max(1024, 1024 + n // 10))  # the VM's, read by tests/lab/vm.py
     res = run_job(script, timeout=600 + 12 * n, env=env)
     KEEP.mkdir(parents=True, exist_ok=True)  # every run's output and logs, to trace a figure later
@@ -92,13 +97,14 @@ def main() -> int:
     ap.add_argument("--n", default="10,100", help="comma-separated CHILD_SA counts")
     ap.add_argument("--json", action="store_true", help="one JSON object per line only")
     ap.add_argument("--standin", choices=("spokes", "many"), help="the charon stand-in in this shape instead of real charon")
+    ap.add_argument("--profile", action="store_true", help="sample the agent's stacks (kept as .lab/bench/...-sampler-K.txt)")
     args = ap.parse_args()
     ok, why = lab_available()
     if not ok:
         print(f"lab not available: {why}", file=sys.stderr)
         return 2
     for n in (int(x) for x in args.n.split(",")):
-        fig = measure(n, args.standin)
+        fig = measure(n, args.standin, args.profile)
         print(json.dumps(fig) if args.json else "  ".join(f"{k}={v}" for k, v in fig.items()), flush=True)
     return 0
 

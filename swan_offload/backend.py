@@ -23,24 +23,24 @@ from .xfrm.counters import SaCounters, counters_of, parse_dump
 from .xfrm.netlink import Request, XfrmError, XfrmSocket
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AddState:
     state: o.XfrmState
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DelState:
     id: o.StateId
     what: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AddPolicy:
     policy: o.XfrmPolicy
     update: bool = False  # XFRM_MSG_UPDPOLICY: replace the policy of the same identity in one step
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DelPolicy:
     id: o.PolicyId
     what: str = ""
@@ -77,16 +77,14 @@ class NetlinkBackend:
         self.sock.close()
 
     def dump_states(self) -> list[o.XfrmState]:
-        msgs = self.sock.dump(c.XFRM_MSG_GETSA, m.xfrm_dump_request_msg(), "dump states")
-        return [o.state_from_msg(m) for m in msgs]
+        return self.sock.dump(c.XFRM_MSG_GETSA, m.xfrm_dump_request_msg(), "dump states", convert=o.state_from_msg)
 
     def dump_counters(self) -> list[SaCounters]:
         """Every state's identity, counters, replay state and offload; no keys (xfrm/counters.py)."""
         return list(parse_dump(self.sock.dump(c.XFRM_MSG_GETSA, m.xfrm_dump_request_msg(), "dump states", raw=True)))
 
     def dump_policies(self) -> list[o.XfrmPolicy]:
-        msgs = self.sock.dump(c.XFRM_MSG_GETPOLICY, m.xfrm_dump_request_msg(), "dump policies")
-        return [o.policy_from_msg(m) for m in msgs]
+        return self.sock.dump(c.XFRM_MSG_GETPOLICY, m.xfrm_dump_request_msg(), "dump policies", convert=o.policy_from_msg)
 
     def get_state(self, sid: o.StateId) -> o.XfrmState | None:
         reply = self.sock.batch([Request(c.XFRM_MSG_GETSA, o.state_id_to_msg(sid), what=f"get state spi 0x{sid.spi:08x}")])[0]

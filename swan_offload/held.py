@@ -23,7 +23,7 @@ StateKey = tuple[str, int, int]
 Key = tuple[str, int]
 
 
-@dataclass
+@dataclass(slots=True)
 class Held:
     """One copy; ``epoch`` is the device's loss count when it was taken."""
 

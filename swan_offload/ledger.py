@@ -23,7 +23,7 @@ Key = tuple[str, int]  # (IKE_SA name, CHILD_SA uniqueid): charon's identity of 
 MAX_LATENCIES = 10000  # unscraped promotion latencies kept, at most
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """What the agent last did for one CHILD_SA."""
 

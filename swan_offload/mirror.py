@@ -29,7 +29,7 @@ def state_key(s: o.XfrmState | o.StateId) -> StateKey:
     return (s.daddr, s.spi, s.proto)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Change:
     """One notification, decoded: an object set (new or updated) or deleted."""
 

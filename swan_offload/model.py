@@ -52,7 +52,7 @@ def _list(sec: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
     return tuple(_s(x, f"{where}.{key}") for x in v)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TrafficSelector:
     """One charon TS string: ``net[proto/port]`` or an address range."""
 
@@ -63,7 +63,7 @@ class TrafficSelector:
         return 6 if ":" in self.text.split("[")[0] else 4
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChildSA:
     ike_name: str
     ike_uniqueid: int
@@ -108,7 +108,7 @@ class ChildSA:
         return (tuple(sorted(t.text for t in self.local_ts)), tuple(sorted(t.text for t in self.remote_ts)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IkeSA:
     name: str
     uniqueid: int

@@ -72,7 +72,7 @@ class Reconciler:
         self.runs = 0
         self.scoped_runs = 0  # of which planned one event's IKE_SAs only
         self.drift_repaired = 0
-        self.last_plan: pl.Plan | None = None
+        self.last_planned: list[Key] = []  # the CHILD_SAs the last run planned (keys only: a plan of a hub is megabytes)
         # the kernel's objects; ``mirror_fed``: a monitor keeps it current between reconciles
         # (the daemon's); without one every reconcile reloads it from a dump
         self.mirror = mirror or KernelMirror()
@@ -268,7 +268,7 @@ class Reconciler:
             ]
             self._drop_policies(stale)
             self._hold(plan)
-            self.last_plan = plan
+            self.last_planned = [cp.child.key for cp in plan.children]
         return plan
 
     def _retire(self, keys: set[Key]) -> None:

@@ -37,7 +37,7 @@ def ip_xfrm_policy(netns: str) -> str:
 
 def test_policy_install_dump_remove(backend, netns):
     sw = o.XfrmPolicy(SEL, c.XFRM_POLICY_OUT, 375423, templates=(TMPL,))
-    tagged = sw.evolve(sel=o.Selector(**{**SEL.__dict__, "user": AGENT_TAG}), priority=55712)
+    tagged = sw.evolve(sel=replace(SEL, user=AGENT_TAG), priority=55712)
     fwd = sw.evolve(dir=c.XFRM_POLICY_FWD)
     assert backend.apply([AddPolicy(sw), AddPolicy(tagged), AddPolicy(fwd)]) == [None, None, None]
     got = {(p.dir, p.priority, p.sel.user): p for p in backend.dump_policies()}
@@ -56,7 +56,7 @@ def test_policy_install_dump_remove(backend, netns):
 def test_policy_update_replaces_template_in_place(backend, netns):
     """A rekey's new SPI reaches the offloaded twin by UPDPOLICY; what the kernel dumps back
     compares equal to what was sent, so the reconciler sees no drift on the next run."""
-    tagged = o.XfrmPolicy(o.Selector(**{**SEL.__dict__, "user": AGENT_TAG}), c.XFRM_POLICY_OUT, 55712, templates=(replace(TMPL, spi=0xC1000001),))
+    tagged = o.XfrmPolicy(replace(SEL, user=AGENT_TAG), c.XFRM_POLICY_OUT, 55712, templates=(replace(TMPL, spi=0xC1000001),))
     assert backend.apply([AddPolicy(tagged)]) == [None]
     newer = tagged.evolve(templates=(replace(TMPL, spi=0xC1000002),))
     assert backend.apply([AddPolicy(newer)])[0].errno == 17  # NEWPOLICY refuses the same identity

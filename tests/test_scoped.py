@@ -9,6 +9,7 @@ decisions, while the scoped one plans only the CHILD_SAs the event concerns.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from factories import ETH, charon_objects, child, vici_ike
 
@@ -152,7 +153,7 @@ def test_reauthentication_keeps_the_shared_reqid_twins():
     rs.reconcile(mirror.sa_list())
     rf.reconcile(charon.sa_list())
     twins = agent_objects(ks)
-    charon.up(2, [ch.__class__(**{**ch.__dict__, "ike_name": "ike2", "ike_uniqueid": 2, "uniqueid": 999, "spi_in": 0xC0000999, "spi_out": 0xC1000999}) for ch in spoke(1)])
+    charon.up(2, [replace(ch, ike_name="ike2", ike_uniqueid=2, uniqueid=999, spi_in=0xC0000999, spi_out=0xC1000999) for ch in spoke(1)])
     step(charon, mirror, rs, rf, ks, kf, {2})
     charon.down(1)
     plan = step(charon, mirror, rs, rf, ks, kf, {1})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 import socket
 import subprocess
 
@@ -144,6 +145,26 @@ def test_policy_roundtrip_with_templates_and_offload():
     back = o.policy_from_msg(dec)
     assert back.templates[0] == t1 and back.templates[1].optional == 1
     assert back == pol
+
+
+def test_decoded_objects_share_their_recurring_values_but_never_keys(monkeypatch):
+    """A hub's dump decodes the same addresses, selectors and templates thousands of times
+    (bench/memory.py): decoded once, kept once; keys never enter the memo, and it is bounded."""
+    monkeypatch.setattr(o, "_shared", {})
+    pol = o.XfrmPolicy(o.Selector(socket.AF_INET, "10.2.0.0", "10.1.0.0", 24, 24), c.XFRM_POLICY_IN, 99,
+                       templates=(o.Template("192.0.2.1", 0, c.IPPROTO_ESP, socket.AF_INET, "192.0.2.2", 7, c.XFRM_MODE_TUNNEL),))
+    a, b = (o.policy_from_msg(roundtrip(o.policy_to_msg(p), m.xfrm_userpolicy_info_msg, c.XFRM_MSG_NEWPOLICY)[0])
+            for p in (pol, replace(pol, dir=c.XFRM_POLICY_FWD)))
+    assert a.sel is b.sel and a.templates[0] is b.templates[0] and a.lft is b.lft
+    s1, s2 = (o.state_from_msg(roundtrip(o.state_to_msg(full_state(spi=spi)), m.xfrm_usersa_info_msg, c.XFRM_MSG_NEWSA)[0])
+              for spi in (1000, 1001))
+    assert s1.sel is s2.sel and s1.daddr is s2.daddr and s1.offload is s2.offload
+    assert s1.aead is not s2.aead and s1.curlft is not s2.curlft  # keys and counters are each state's own
+    assert not any(isinstance(v, (o.Algo, o.Secret, o.XfrmState)) for v in o._shared)
+    monkeypatch.setattr(o, "SHARED_MAX", 3)
+    for i in range(10):
+        o.shared(f"10.0.0.{i}")
+    assert len(o._shared) <= 3
 
 
 def test_secret_never_printed():

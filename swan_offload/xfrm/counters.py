@@ -27,7 +27,7 @@ XFRMA_REPLAY_VAL, XFRMA_REPLAY_ESN_VAL, XFRMA_OFFLOAD_DEV = 10, 23, 28
 NEWSA = 16
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SaCounters:
     """One state as the refresh and the metrics need it."""
 

@@ -16,7 +16,7 @@ import select
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +72,9 @@ class Request:
     what: str = ""
     joined: bool = False
     raw: bool = False  # replies as the kernel's bytes (whole messages), not decoded
+    # each decoded reply through this as it arrives: a dump of a hub then never holds all its
+    # decoded messages (KiBs each) at once, only what they convert to
+    convert: Callable[[Any], Any] | None = None
 
 
 # Bytes of requests per datagram. The kernel refuses a datagram larger than the socket's send
@@ -219,12 +222,14 @@ class XfrmSocket:
             replies = {s: Reply() for s in seqs}
             whats = dict(zip(seqs, (r.what for r in requests)))
             undecoded = {s for s, r in zip(seqs, requests) if r.raw}
+            converts = {s: r.convert for s, r in zip(seqs, requests) if r.convert is not None}
             for run in chunks([len(x) for x in raws], [r.joined for r in requests]):
                 self.sock.send(b"".join(raws[i] for i in run))
-                self._collect({seqs[i] for i in run}, replies, whats, undecoded, timeout)
+                self._collect({seqs[i] for i in run}, replies, whats, undecoded, timeout, converts)
             return [replies[s] for s in seqs]
 
-    def _collect(self, pending: set[int], replies: dict[int, Reply], whats: dict[int, str], raw: set[int], timeout: float) -> None:
+    def _collect(self, pending: set[int], replies: dict[int, Reply], whats: dict[int, str], raw: set[int], timeout: float,
+                 converts: dict[int, Callable[[Any], Any]]) -> None:
         """Read until every request in ``pending`` has its ack (or its dump's end)."""
         while pending:
             ready, _, _ = select.select([self.sock], [], [], timeout)
@@ -235,7 +240,8 @@ class XfrmSocket:
                 if seq not in replies:
                     continue
                 if mtype not in (NLMSG_ERROR, NLMSG_DONE):
-                    replies[seq].messages.append(chunk if seq in raw else _decode(mtype, chunk))
+                    got = chunk if seq in raw else _decode(mtype, chunk)
+                    replies[seq].messages.append(converts[seq](got) if seq in converts else got)
                     continue
                 if mtype == NLMSG_ERROR:
                     err, text = parse_error(chunk[_HDR.size :], flags)
@@ -249,9 +255,10 @@ class XfrmSocket:
             raise reply.error
         return reply.messages
 
-    def dump(self, msg_type: int, msg: Any, what: str = "dump", raw: bool = False) -> list[Any]:
-        """Every object of a dump, decoded (or, with ``raw``, each message's bytes)."""
-        return self.request(Request(msg_type, msg, NLM_F_REQUEST | NLM_F_DUMP, what, raw=raw))
+    def dump(self, msg_type: int, msg: Any, what: str = "dump", raw: bool = False, convert: Callable[[Any], Any] | None = None) -> list[Any]:
+        """Every object of a dump, decoded (or, with ``raw``, each message's bytes), each
+        through ``convert`` if given."""
+        return self.request(Request(msg_type, msg, NLM_F_REQUEST | NLM_F_DUMP, what, raw=raw, convert=convert))
 
     # ------------------------------------------------------------ monitor
 

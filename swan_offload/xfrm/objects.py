@@ -11,7 +11,7 @@ import ipaddress
 import socket
 import struct
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from . import constants as c
 from . import messages as m
@@ -54,17 +54,44 @@ def pack_addr(addr: str | None, family: int) -> bytes:
 
 def unpack_addr(raw: bytes, family: int) -> str:
     if family == socket.AF_INET6:
-        return str(ipaddress.IPv6Address(bytes(raw[:16])))
+        return shared(str(ipaddress.IPv6Address(bytes(raw[:16]))))
     if family == socket.AF_INET:
-        return str(ipaddress.IPv4Address(bytes(raw[:4])))
+        return shared(str(ipaddress.IPv4Address(bytes(raw[:4]))))
     return ""
+
+
+# Decoded values that recur across a hub's objects (addresses, selectors, templates, the
+# device) are kept once: a dump of 10,000 CHILD_SAs decodes each of them thousands of
+# times, and a frozen value object is as good shared. Bounded: past SHARED_MAX (a hub of
+# 10,000 spokes has ~50,000 such values) the memo starts again: sharing lost, nothing
+# wrong. Never for objects that hold keys, nor for values unique per object (counters).
+SHARED_MAX = 1 << 16
+T = TypeVar("T")
+_shared: dict[Any, Any] = {}
+
+
+def shared(x: T) -> T:
+    """The one kept object equal to ``x`` (``x`` itself the first time)."""
+    got: T | None = _shared.get(x)
+    if got is None:
+        if len(_shared) >= SHARED_MAX:
+            _shared.clear()
+        _shared[x] = got = x
+    return got
+
+
+def _usual(x: T) -> T:
+    """The module's one default instance when ``x`` equals it (infinite lifetimes, zero
+    stats: most of a hub's), else ``x``; unlike ``shared``, no memo of the unusual ones."""
+    usual: T | None = _USUAL.get(type(x))
+    return usual if usual is not None and x == usual else x
 
 
 def family_of(addr: str) -> int:
     return socket.AF_INET6 if ipaddress.ip_address(addr).version == 6 else socket.AF_INET
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Selector:
     family: int
     daddr: str
@@ -113,7 +140,7 @@ class Selector:
         return s
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LifetimeCfg:
     soft_byte_limit: int = c.XFRM_INF
     hard_byte_limit: int = c.XFRM_INF
@@ -125,7 +152,7 @@ class LifetimeCfg:
     hard_use_expires_seconds: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LifetimeCur:
     bytes: int = 0
     packets: int = 0
@@ -133,14 +160,14 @@ class LifetimeCur:
     use_time: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Stats:
     replay_window: int = 0
     replay: int = 0
     integrity_failed: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Algo:
     """XFRMA_ALG_CRYPT/AUTH/AUTH_TRUNC/AEAD/COMP; ``icv_len`` for AEAD, ``trunc_len`` for auth."""
 
@@ -151,14 +178,14 @@ class Algo:
     trunc_len: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReplayState:
     oseq: int = 0
     seq: int = 0
     bitmap: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReplayEsn:
     bmp_len: int
     oseq: int
@@ -169,13 +196,13 @@ class ReplayEsn:
     bmp: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Mark:
     value: int
     mask: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Encap:
     type: int
     sport: int
@@ -183,7 +210,7 @@ class Encap:
     oa: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Offload:
     ifindex: int
     flags: int
@@ -201,7 +228,7 @@ class Offload:
         return "packet" if self.packet else "crypto"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StateId:
     """What the kernel identifies a state by (and what charon deletes it by)."""
 
@@ -212,7 +239,7 @@ class StateId:
     mark: Mark | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class XfrmState:
     sel: Selector
     daddr: str
@@ -262,7 +289,7 @@ class XfrmState:
         return f"state spi 0x{self.spi:08x} {self.saddr} -> {self.daddr} reqid {self.reqid}{off}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Template:
     daddr: str
     spi: int
@@ -278,7 +305,7 @@ class Template:
     calgos: int = 0xFFFFFFFF
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PolicyId:
     sel: Selector
     dir: int
@@ -286,7 +313,7 @@ class PolicyId:
     if_id: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class XfrmPolicy:
     sel: Selector
     dir: int
@@ -336,7 +363,7 @@ def _selector_into(msg: dict[str, Any], sel: Selector, p: str = "sel_") -> None:
 
 def _selector_from(msg: Any, p: str = "sel_") -> Selector:
     fam = msg[p + "family"]
-    return Selector(
+    return shared(Selector(
         family=fam,
         daddr=unpack_addr(msg[p + "daddr"], fam) or "0.0.0.0",
         saddr=unpack_addr(msg[p + "saddr"], fam) or "0.0.0.0",
@@ -349,7 +376,7 @@ def _selector_from(msg: Any, p: str = "sel_") -> Selector:
         sport_mask=msg[p + "sport_mask"],
         ifindex=msg[p + "ifindex"],
         user=msg[p + "user"],
-    )
+    ))
 
 
 def _algo_attr(a: Algo) -> dict[str, Any]:
@@ -365,7 +392,7 @@ def _algo_from(v: Any, kind: str) -> Algo:
     bits = v["alg_key_len"]
     key = bytes(v["alg_key"])[: (bits + 7) // 8]
     return Algo(
-        name=bytes(v["alg_name"]).split(b"\0", 1)[0].decode(),
+        name=shared(bytes(v["alg_name"]).split(b"\0", 1)[0].decode()),
         key=Secret(key),
         key_bits=bits,
         icv_len=v["alg_icv_len"] if kind == "aead" else None,
@@ -382,6 +409,9 @@ def _common_attrs(obj: XfrmState | XfrmPolicy) -> list[Any]:
     if obj.offload is not None:
         attrs.append(("XFRMA_OFFLOAD_DEV", {"ifindex": obj.offload.ifindex, "flags": obj.offload.flags}))
     return attrs
+
+
+_USUAL: dict[type, Any] = {LifetimeCfg: LifetimeCfg(), Stats: Stats()}
 
 
 def state_to_msg(st: XfrmState) -> m.xfrm_usersa_info_msg:
@@ -459,9 +489,9 @@ def state_from_msg(msg: Any) -> XfrmState:
         reqid=info["reqid"],
         replay_window=info["replay_window"],
         flags=info["flags"],
-        lft=LifetimeCfg(**{n: info["lft_" + n] for n in m.LIFETIME_CFG_NAMES}),
+        lft=_usual(LifetimeCfg(**{n: info["lft_" + n] for n in m.LIFETIME_CFG_NAMES})),
         curlft=LifetimeCur(**{n: info["cur_" + n] for n in m.LIFETIME_CUR_NAMES}),
-        stats=Stats(**{n: info["stats_" + n] for n in m.STATS_NAMES}),
+        stats=_usual(Stats(**{n: info["stats_" + n] for n in m.STATS_NAMES})),
         seq=info["seq"],
         aead=_algo_from(a("XFRMA_ALG_AEAD"), "aead") if a("XFRMA_ALG_AEAD") else None,
         crypt=_algo_from(a("XFRMA_ALG_CRYPT"), "crypt") if a("XFRMA_ALG_CRYPT") else None,
@@ -477,9 +507,9 @@ def state_from_msg(msg: Any) -> XfrmState:
             if esn
             else None
         ),
-        mark=Mark(mark["v"], mark["m"]) if mark else None,
+        mark=shared(Mark(mark["v"], mark["m"])) if mark else None,
         if_id=a("XFRMA_IF_ID"),
-        offload=Offload(off["ifindex"], off["flags"]) if off else None,
+        offload=shared(Offload(off["ifindex"], off["flags"])) if off else None,
         sa_dir=a("XFRMA_SA_DIR"),
         extra_flags=a("XFRMA_SA_EXTRA_FLAGS"),
         tfcpad=a("XFRMA_TFCPAD"),
@@ -535,7 +565,7 @@ def _tmpl_pack(t: Template) -> bytes:
 
 def _tmpl_unpack(raw: bytes) -> Template:
     daddr, spi, proto, fam, saddr, reqid, mode, share, opt, aa, ea, ca = struct.unpack(_TMPL_FMT, raw)
-    return Template(unpack_addr(daddr, fam), socket.ntohl(spi), proto, fam, unpack_addr(saddr, fam), reqid, mode, share, opt, aa, ea, ca)
+    return shared(Template(unpack_addr(daddr, fam), socket.ntohl(spi), proto, fam, unpack_addr(saddr, fam), reqid, mode, share, opt, aa, ea, ca))
 
 
 def policy_to_msg(p: XfrmPolicy) -> m.xfrm_userpolicy_info_msg:
@@ -571,12 +601,12 @@ def policy_from_msg(msg: Any) -> XfrmPolicy:
         index=info["index"],
         flags=info["flags"],
         share=info["share"],
-        lft=LifetimeCfg(**{n: info["lft_" + n] for n in m.LIFETIME_CFG_NAMES}),
+        lft=_usual(LifetimeCfg(**{n: info["lft_" + n] for n in m.LIFETIME_CFG_NAMES})),
         curlft=LifetimeCur(**{n: info["cur_" + n] for n in m.LIFETIME_CUR_NAMES}),
         templates=tmpls,
-        mark=Mark(mark["v"], mark["m"]) if mark else None,
+        mark=shared(Mark(mark["v"], mark["m"])) if mark else None,
         if_id=a("XFRMA_IF_ID"),
-        offload=Offload(off["ifindex"], off["flags"]) if off else None,
+        offload=shared(Offload(off["ifindex"], off["flags"])) if off else None,
         ptype=ptype["type"] if ptype else c.XFRM_POLICY_TYPE_MAIN,
     )
 

@@ -187,7 +187,12 @@ lab_agent_conf() {
 # lab_agent_start: run the daemon in gwa (log /run/so.log, appended); LAB_AGENT = its pid.
 lab_agent_start() {
     rm -f /run/so-status.json
-    ip netns exec gwa "$LAB_SO" -c /run/so.toml run >>/run/so.log 2>&1 &
+    if [ -n "${LAB_SAMPLE:-}" ]; then  # bench/scale.py --profile: where the agent's CPU goes
+        LAB_STARTS=$(( ${LAB_STARTS:-0} + 1 )); mkdir -p "$LAB_OUT/logs"
+        ip netns exec gwa "$LAB_PY" "$LAB_DIR/jobs/sampler.py" "$LAB_OUT/logs/sampler-$LAB_STARTS.txt" -c /run/so.toml run >>/run/so.log 2>&1 &
+    else
+        ip netns exec gwa "$LAB_SO" -c /run/so.toml run >>/run/so.log 2>&1 &
+    fi
     LAB_AGENT=$!
 }
 

@@ -16,6 +16,7 @@ scale_figures() {
     ip netns exec gwa $P decided "$n" "$start" | sed 's/"seconds"/"promote_s"/'
     lab_agent_settled 2000
     sleep 2
+    echo "# $(date +%T) idle"  # marks for the sampler's windows (bench/scale.py --profile)
     ip netns exec gwa $P cpu "$LAB_AGENT" 10
     ip netns exec gwa $P scrape
     # one CHILD_SA rekeyed at N: charon's new SAs -> offloaded, three times
@@ -30,6 +31,7 @@ scale_figures() {
     ip netns exec gwa $P decided "$n" "$start" | sed 's/"seconds"/"restart_s"/'
     wait $W; cat /run/writes.out
     # device down/up at N: every SA back in software, then in packet offload again
+    echo "# $(date +%T) restore"
     ip netns exec gwa $P restore gwa wan  # it takes wan down
     sleep 2
     ip -n gwa link set wan up
