@@ -53,6 +53,10 @@ EXTEND_EVERY = 10.0
 # always writes it, and the control socket answers live
 STATUS_EVERY = 1.0
 STATUS_SHARE = 0.02
+# the idle full resync (the safety net) waits resync_seconds after the last sync ends, and at a
+# hub at least its own duration / RESYNC_SHARE: at 10,000 CHILD_SAs under the lab's emulation
+# one takes minutes, and counted from before it, the next one was due as soon as it ended
+RESYNC_SHARE = 0.01
 
 
 def previous_children(status_file: str) -> set[tuple[int, int]]:
@@ -92,6 +96,7 @@ class Daemon:
         # by one of an IKE_SA charon cannot list whole (vici_source.VICI_MESSAGE_MAX)
         self.hints = previous_children(cfg.status_file)
         self.full_due = True  # the next sync reads everything
+        self.full_spent = 0.0  # seconds the last full resync took (RESYNC_SHARE)
         self.scope = Scope()  # what events named since the last sync
         self.status_due = 0.0  # a status write left for later (monotonic time it was due), 0: none
         self.last_status = 0.0
@@ -131,7 +136,6 @@ class Daemon:
         self.listener.start()
         self._serve_metrics()
         dirty = False
-        idle = self.cfg.resync_seconds  # the safety net: every change already brings a resync (events, notifications, links)
         started = last_item = next_refresh = time.monotonic()
         try:
             while not self.stopping.is_set():
@@ -142,6 +146,8 @@ class Daemon:
                     self._refresh_held()
                     spent = time.monotonic() - now
                     next_refresh = now + max(HELD_REFRESH_SECONDS, spent / HELD_REFRESH_SHARE)
+                # the safety net: every change already brings a resync (events, notifications, links)
+                idle = max(self.cfg.resync_seconds, self.full_spent / RESYNC_SHARE)
                 if self.status_due and now - self.last_status >= self.status_every:
                     self.write_status()
                     self._tell_systemd(self._summary())
@@ -168,6 +174,7 @@ class Daemon:
                     self.listener.kick()
                 if dirty and self.connected and not self.stopping.is_set():
                     dirty = not self.sync()
+                    last_item = time.monotonic()  # idle counts from the end of the work, not from its cause
         finally:
             sdnotify.notify("STOPPING=1")
             if self.metrics_server is not None:
@@ -369,6 +376,13 @@ class Daemon:
 
     def _sync_all(self) -> bool:
         """list-sas of everything, the kernel mirror reloaded from one dump, one reconcile."""
+        started = time.monotonic()
+        try:
+            return self._read_all()
+        finally:
+            self.full_spent = time.monotonic() - started
+
+    def _read_all(self) -> bool:
         try:
             # the CHILD_SAs to read one by one where charon cannot list an IKE_SA whole: those
             # the mirror holds and those events named since (this resync takes their place)

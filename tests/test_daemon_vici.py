@@ -18,6 +18,7 @@ from helpers import install, remove, wait_for
 from support.vici_server import ViciTestServer
 
 from swan_offload import config, control
+from swan_offload import daemon as daemon_mod
 from swan_offload import planner as pl
 from swan_offload.backend import MemoryBackend
 from swan_offload.capability import KernelCaps
@@ -272,6 +273,41 @@ def test_no_resync_while_idle_until_resync_seconds(tmp_path):
         server.stop()
 
 
+class SlowKernel(MemoryBackend):
+    """A kernel whose policy dump takes ``seconds``: a full resync of a big hub under emulation."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds, self.dumps = seconds, 0
+
+    def dump_policies(self):
+        self.dumps += 1
+        time.sleep(self.seconds)
+        return super().dump_policies()
+
+
+def test_a_slow_full_resync_is_spaced_by_its_own_duration_not_repeated_at_once(tmp_path):
+    """The idle resync counts from the end of the last one, and at least its duration over
+    RESYNC_SHARE: at 10,000 CHILD_SAs a full resync outlasted resync_seconds, the next one was
+    due the moment it ended, and the settled agent used a whole core (issue 13)."""
+    server = ViciTestServer(tmp_path / "charon.vici").start()
+    kernel = SlowKernel(0.3)
+    cfg = config.Config(vici_socket=server.path, status_file=str(tmp_path / "status.json"), resync_seconds=0.2,
+                        reconnect_max_seconds=0.2)
+    d, t = _start(cfg, kernel)
+    try:
+        wait_for(lambda: d.reconciler.runs >= 1, what="first resync")
+        time.sleep(3)  # back to back, that was ~6 more; spaced, the next is 0.3 / RESYNC_SHARE away
+        assert d.reconciler.runs == 1 and len(server.requests("list-sas")) == 1, (d.reconciler.runs, d.full_spent)
+        assert d.full_spent >= 0.3
+        server.emit("child-updown", {"up": "yes", **vici_ike("gw", [])})  # events are never held back
+        wait_for(lambda: len(server.requests("list-sas")) >= 2, what="resync on an event")
+    finally:
+        d.stop()
+        t.join(5)
+        server.stop()
+
+
 def _start(cfg, kernel):
     d = Daemon(cfg, backend=kernel, caps=KernelCaps(True, "test", "6.12"))
     t = threading.Thread(target=d.run, daemon=True)
@@ -279,12 +315,13 @@ def _start(cfg, kernel):
     return d, t
 
 
-def test_an_ike_sa_too_big_for_one_vici_message_loses_nothing(tmp_path):
+def test_an_ike_sa_too_big_for_one_vici_message_loses_nothing(tmp_path, monkeypatch):
     """charon 5.9.8 discards a message over 512 KiB (vici_socket.c): the list-sa event of a
     hub IKE_SA with 1,800 CHILD_SAs never arrives, though the command's response does. The
     agent reads the CHILD_SAs it knows one by one (after a restart: those its last status file
     names); through full resyncs, restarts and an IKE rekey everything stays offloaded, and a
     restart that knows none of them leaves them as they are; new ones come by their events."""
+    monkeypatch.setattr(daemon_mod, "RESYNC_SHARE", 1.0)  # full resyncs one after another: they are what is tested
     n = 1800
     kids = [child(name=f"c{i}", ike="hub", uniqueid=i + 1, reqid=i + 1, spi_in=0xC0000000 + i, spi_out=0xC1000000 + i,
                   rts=(f"10.{100 + i // 250}.{i % 250}.0/24",)) for i in range(n)]  # fmt: skip

@@ -240,6 +240,7 @@ class ViciTestServer:
         self.path = str(path)
         self.version = dict(DEFAULT_VERSION)
         self.sas: list[dict] = []
+        self._child_index: dict[int, tuple[dict, int, dict[int, list[str]]]] = {}
         self.log: list[LogEntry] = []
         self.errors: list[str] = []
         self.commands: dict[str, Callable[[dict], dict]] = {"version": lambda _: self.version, "stats": self._stats}
@@ -482,6 +483,20 @@ class ViciTestServer:
         """The part of charon's `stats` answer this server can know: its IKE_SAs."""
         return {"ikesas": {"total": str(sum(len(e) for e in self.sas)), "half-open": "0"}}
 
+    def _by_uniqueid(self, children: dict) -> dict[int, list[str]]:
+        """CHILD_SA keys by uniqueid, kept while the tests leave ``children`` as it is."""
+        cached = self._child_index.get(id(children))
+        if cached is None or cached[0] is not children or cached[1] != len(children):
+            index: dict[int, list[str]] = {}
+            for key, sa in children.items():
+                try:
+                    index.setdefault(int(sa.get("uniqueid", 0)), []).append(key)
+                except (TypeError, ValueError):
+                    pass  # a malformed uniqueid matches no filter, as in charon
+            self._child_index = {id(children): (children, len(children), index)}
+            cached = self._child_index[id(children)]
+        return cached[2]
+
     def _list_sas(self, conn, request) -> dict:
         def number(key):
             try:
@@ -497,11 +512,12 @@ class ViciTestServer:
                 if ike_id and ike_id != int(ike_sa.get("uniqueid", 0)):
                     continue
                 children = ike_sa.get("child-sas", {})
-                # copied after filtering: a hub's paging asks for one CHILD_SA of thousands
+                # a hub's paging asks for one CHILD_SA of thousands, thousands of times: found by
+                # uniqueid in an index (charon's own lookup is no scan either), copied after filtering
+                keys = self._by_uniqueid(children).get(child_id, []) if child_id else children
                 ike_sa = copy.deepcopy({k: v for k, v in ike_sa.items() if k != "child-sas"}) | {"child-sas": copy.deepcopy({
-                    key: sa for key, sa in children.items()
-                    if (child is None or child == sa.get("name", key.rsplit("-", 1)[0]))
-                    and (not child_id or child_id == int(sa.get("uniqueid", 0)))})}
+                    key: children[key] for key in keys
+                    if (child is None or child == children[key].get("name", key.rsplit("-", 1)[0]))})}
                 frame = encode_packet(EVENT, "list-sa", {ike_name: ike_sa})
                 self._broadcast("list-sa", frame, only=conn)
         return {}
