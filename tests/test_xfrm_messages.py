@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
 import socket
 import subprocess
+from dataclasses import replace
 
 import pytest
 
