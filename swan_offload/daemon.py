@@ -101,7 +101,7 @@ class Daemon:
         self.status_due = 0.0  # a status write left for later (monotonic time it was due), 0: none
         self.last_status = 0.0
         self.status_every = STATUS_EVERY
-        self.links = LinkMonitor(self.q, netns) if port is not None else None
+        self.links = LinkMonitor(self.q, netns, self._link_changed) if port is not None else None
         self.stopping = threading.Event()
         self.connected = False
         self.charon_version = ""
@@ -221,13 +221,7 @@ class Daemon:
                 self.full_due = True
                 return True
             return True  # the mirror tells which CHILD_SAs, from the objects' reqids old and new (touched)
-        if kind == "link":
-            if payload is not None:
-                ifindex, up = payload
-                with self.lock:
-                    self.reconciler.link_changed(ifindex, up)
-                    if not up and self.charon.loaded:  # at once: the full resync below reads charon and the kernel first
-                        self.reconciler.restore_now(self.charon.children.values())
+        if kind == "link":  # the link monitor restored what a loss took (_link_changed): now read everything
             self.full_due = True
             return True
         if kind == "timer":
@@ -292,6 +286,22 @@ class Daemon:
                 self.reconciler.refresh_held(states, read_at)
         except OSError as e:
             log.warning("could not read the offloaded SAs: %s", e)
+
+    def _link_changed(self, ifindex: int, up: bool) -> None:
+        """Link monitor thread: a device that went down took its offloaded SAs; those of the
+        CHILD_SAs the charon mirror knows go back in software now, from the held copies, between
+        two CHILD_SAs of whatever run the main thread is in (which then stops: its plan was
+        made for the device that is gone). The full resync the queued link event asks for
+        reads charon and the kernel afterwards."""
+        if not up:
+            self.reconciler.interrupt()
+        try:
+            with self.lock:
+                self.reconciler.link_changed(ifindex, up)
+                if not up and self.charon.loaded:
+                    self.reconciler.restore_now(list(self.charon.children.values()))
+        except OSError as e:
+            log.error("could not restore the SAs of device #%d: %s", ifindex, e)
 
     def _follow(self, msg: Any) -> None:
         """Monitor thread: a new SA of charon's, maybe a rekey of an offloaded CHILD_SA."""
@@ -359,7 +369,8 @@ class Daemon:
                 self.scope |= scope
                 return False
             self._note_unreadable(answer, scoped=True)
-            self.charon.update(scope, answer)
+            with self.lock:  # the link monitor reads the charon mirror (_link_changed)
+                self.charon.update(scope, answer)
             self._catch_up()
             with self.lock:
                 self._apply_inbox()
@@ -395,7 +406,8 @@ class Daemon:
             return False
         self._note_unreadable(sas, scoped=False)
         self.full_due, self.scope = False, Scope()
-        self.charon.load(sas)
+        with self.lock:
+            self.charon.load(sas)
         self.hints = set()  # the mirror knows what they named now
 
         def run() -> None:

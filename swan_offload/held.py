@@ -91,6 +91,10 @@ class HeldCopies(dict[StateKey, Held]):
             log.warning("device #%d went down: the kernel dropped the SAs and policies offloaded to it", ifindex)
         return True
 
+    def loss_count(self) -> int:
+        """Device losses seen so far, all devices: a run that sees it change stops."""
+        return sum(self.losses.values())
+
     def devices(self) -> set[int]:
         """The devices copies are offloaded to, and those seen down."""
         return {h.state.offload.ifindex for h in self.values() if h.state.offload} | set(self.down)

@@ -10,7 +10,7 @@ import select
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .xfrm.netlink import open_netlink, walk_messages
@@ -38,11 +38,16 @@ def open_link_socket(netns: str | None = None) -> socket.socket:
 
 
 class LinkMonitor(threading.Thread):
-    """Puts ("link", (ifindex, up)) on ``q`` when a device's IFF_UP changes or it is deleted."""
+    """Puts ("link", (ifindex, up)) on ``q`` when a device's IFF_UP changes or it is deleted.
 
-    def __init__(self, q: queue.Queue[Any], netns: str | None = None) -> None:
+    ``on_change(ifindex, up)`` is called first, right here: a device loss must be restored at
+    once, not after the main thread's current resync (minutes at a hub under emulation).
+    """
+
+    def __init__(self, q: queue.Queue[Any], netns: str | None = None, on_change: Callable[[int, bool], None] | None = None) -> None:
         super().__init__(name="link-monitor", daemon=True)
         self.q = q
+        self.on_change = on_change
         self.sock = open_link_socket(netns)
         self.stopping = threading.Event()
         self.up: dict[int, bool] = {}
@@ -64,6 +69,8 @@ class LinkMonitor(threading.Thread):
                 for index, up in parse_link_events(data):
                     if self.up.get(index) != up:  # carrier and rename messages repeat the same flag
                         self.up[index] = up
+                        if self.on_change is not None:
+                            self.on_change(index, up)
                         self.q.put(("link", (index, up)))
         finally:
             self.sock.close()

@@ -72,6 +72,7 @@ class Reconciler:
         self.runs = 0
         self.scoped_runs = 0  # of which planned one event's IKE_SAs only
         self.drift_repaired = 0
+        self.interrupted = False  # interrupt(): the run in progress stops at its next CHILD_SA
         self.last_planned: list[Key] = []  # the CHILD_SAs the last run planned (keys only: a plan of a hub is megabytes)
         # the kernel's objects; ``mirror_fed``: a monitor keeps it current between reconciles
         # (the daemon's); without one every reconcile reloads it from a dump
@@ -255,8 +256,15 @@ class Reconciler:
             if self._ensure_bypasses(plan):
                 # a device refused: its children go to their fallbacks
                 plan = pl.plan(children, self.cfg, replace(view, refusing_devices=dict(self.refusing)), sas.ikes, frozen, self.ike_ports, scope)
-        for cp in plan.children:
+            losses = self.held.loss_count()
+            self.interrupted = False
+        for i, cp in enumerate(plan.children):
             with self.lock:
+                if self.interrupted or self.held.loss_count() != losses:
+                    # a link event restored what a device took (daemon: link monitor thread); the
+                    # rest of this plan was made for that device: the full resync that follows replans
+                    log.info("a device went down during this run: %d CHILD_SA(s) left to the resync that follows", len(plan.children) - i)
+                    return plan
                 self._apply_child(cp, plan)
         with self.lock:
             planned = {cp.child.reqid for cp in plan.children if cp.target != pl.PENDING}
@@ -289,6 +297,12 @@ class Reconciler:
 
     # ------------------------------------------------------------ device loss
 
+    def interrupt(self) -> None:
+        """From another thread, before it takes the lock (a device loss to restore): the run in
+        progress stops at its next CHILD_SA, so the lock is not handed back and forth for a
+        whole hub before the restore gets it."""
+        self.interrupted = True
+
     def link_changed(self, ifindex: int, up: bool) -> None:
         """A link event: a device that goes down has lost everything offloaded to it, which
         the kernel flushed without a notification (the mirror cannot know what)."""
@@ -308,11 +322,15 @@ class Reconciler:
         """Refresh the copies of offloaded states from this run's dump (the device's counters)."""
         for cp in plan.children:
             done = self.outcomes.get(cp.child.key)
-            if done is None or done.mode not in (pl.PACKET, pl.CRYPTO):
-                continue
-            for st, outbound in ((cp.state_out, True), (cp.state_in, False)):
-                if st is not None and st.offload is not None:
-                    self.held.keep(st, cp.child.key, outbound)
+            if done is not None and done.mode in (pl.PACKET, pl.CRYPTO):
+                self._hold_child(cp)
+
+    def _hold_child(self, cp: pl.ChildPlan) -> None:
+        """Copies of a CHILD_SA's offloaded states, taken as soon as they are moved: a device
+        lost later in the same run (minutes at a hub) is restored from them too."""
+        for st, outbound in ((cp.state_out, True), (cp.state_in, False)):
+            if st is not None and st.offload is not None:
+                self.held.keep(st, cp.child.key, outbound)
 
     def refresh_held(self, states: list[SaCounters] | None = None, read_at: float | None = None) -> int:
         """Read the device's sequence numbers and counters of every held SA (one lean dump).
@@ -438,6 +456,7 @@ class Reconciler:
             err = self.mover.move(cp, plan)
             if err is None:
                 self.ledger.record(cp, pl.PACKET, "")
+                self._hold_child(cp)
                 return
             self.refused[cp.child.key] = err
             cp = cp.fallback(f"packet offload refused: {err}", pl.DEVICE_REFUSED)
@@ -450,6 +469,7 @@ class Reconciler:
             err = self.crypto_refused.get(cp.child.key) or self.mover.move(cp, plan)
             if err is None:
                 self.ledger.record(cp, pl.CRYPTO, cp.reason)
+                self._hold_child(cp)
                 return
             self.crypto_refused[cp.child.key] = err
             # a crypto offload that was configured and refused is the device's doing; any other

@@ -42,7 +42,8 @@ def test_monitor_reports_down_up_and_delete(netns):
     b = NetlinkBackend(netns)
     index = b.devices()[1]["off0"].ifindex
     q: queue.Queue = queue.Queue()
-    mon = LinkMonitor(q, netns)
+    heard: list[tuple[int, bool]] = []  # on_change, in the monitor's thread (the daemon restores there)
+    mon = LinkMonitor(q, netns, lambda i, up: heard.append((i, up)))
     mon.start()
     try:
         subprocess.run(ip + ["set", "off0", "down"], check=True)
@@ -53,6 +54,7 @@ def test_monitor_reports_down_up_and_delete(netns):
         assert b.devices()[1]["off0"].up is True
         subprocess.run(ip + ["del", "off0"], check=True)
         assert _next_for(q, index) == (index, False)
+        assert [(i, up) for i, up in heard if i == index] == [(index, False), (index, True), (index, False)]
     finally:
         mon.stop()
         mon.join(3)

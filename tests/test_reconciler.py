@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 import time
 from dataclasses import replace
 
@@ -305,6 +306,44 @@ def test_a_link_event_restores_at_once_and_an_orphan_goes_with_its_child():
     r.reconcile([a])
     assert {s.spi for s in k.states.values()} == {a.spi_in, a.spi_out}
     assert b.key not in r.outcomes and a.key in r.outcomes
+
+
+def test_a_device_loss_during_a_run_is_restored_at_once_and_stops_the_run():
+    """The link monitor's thread restores between two CHILD_SAs of a run (the daemon's lock is
+    taken per CHILD_SA; interrupt() stops the run first, so the lock comes free at once). The
+    run's plan was made for the device that is gone: nothing more is moved to it, what this
+    run had moved is restored too (copies are taken at each move), and the resync replans."""
+    kids = [child(name=f"k{i}", uniqueid=i, reqid=i, spi_in=0xC0000000 + i, spi_out=0xC1000000 + i, rts=(f"10.9.{i}.0/24",)) for i in range(1, 6)]
+    k = kernel_with(kids)
+    r = Reconciler(k, config.Config(), CAPS, lock=threading.RLock())
+    applied, link = [], []
+    real_apply = k.apply
+
+    def restore():  # the link monitor thread (daemon._link_changed)
+        with r.lock:
+            _device_goes_down(k)
+            r.link_changed(ETH.ifindex, False)
+            assert r.restore_now(kids)
+
+    def apply(ops):
+        out = real_apply(ops)
+        moved = {op.state.spi for op in ops if isinstance(op, AddState) and op.state.offload}
+        applied.extend(ch.uniqueid for ch in kids if ch.spi_out in moved)
+        if len(applied) == 2 and not link:  # the device goes down during the second CHILD_SA's move
+            r.interrupt()
+            link.append(threading.Thread(target=restore))
+            link[0].start()
+        return out
+
+    k.apply = apply
+    r.reconcile(kids)
+    link[0].join(5)
+    assert applied == [1, 2]  # CHILD_SAs 3..5 were never moved to the lost device
+    assert len(k.states) == 10 and all(s.offload is None for s in k.states.values())  # 1 and 2 restored
+    _device_goes_down(k, up=True)
+    r.link_changed(ETH.ifindex, True)
+    r.reconcile(kids)  # the resync that follows
+    assert sum(bool(s.offload) for s in k.states.values()) == 10
 
 
 def test_a_restore_that_finds_the_state_there_leaves_it_and_its_copy():
