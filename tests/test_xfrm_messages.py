@@ -11,6 +11,7 @@ import pytest
 
 from swan_offload.xfrm import constants as c
 from swan_offload.xfrm import messages as m
+from swan_offload.xfrm import netlink, pack
 from swan_offload.xfrm import objects as o
 from swan_offload.xfrm.netlink import NLM_F_ACK_TLVS, NLM_F_CAPPED, decode_messages, parse_error
 
@@ -165,6 +166,46 @@ def test_decoded_objects_share_their_recurring_values_but_never_keys(monkeypatch
     for i in range(10):
         o.shared(f"10.0.0.{i}")
     assert len(o._shared) <= 3
+
+
+def _pyroute2_bytes(msg, mtype):
+    msg["header"] = {"type": mtype, "flags": 5, "sequence_number": 77, "pid": 1234}
+    msg.encode()
+    return bytes(msg.data)
+
+
+def test_struct_packing_is_byte_for_byte_pyroute2s():
+    """pack.py (struct, ~5x faster: a hub's restore sends 20,000 NEWSA) against pyroute2's
+    encoder, for every attribute the agent sends, from plain dicts and pyroute2 objects alike."""
+    sel6 = o.Selector(socket.AF_INET6, "fd00:2::", "fd00:1::", 64, 64, user=0x73776F66)
+    tmpl = o.Template("2001:db8::2", 0xC1000001, c.IPPROTO_ESP, socket.AF_INET6, "2001:db8::1", 7, c.XFRM_MODE_TUNNEL)
+    pol = o.XfrmPolicy(sel6, c.XFRM_POLICY_OUT, 1234, index=0, templates=(tmpl, replace(tmpl, proto=108, optional=1)),
+                       mark=o.Mark(1, 3), if_id=4, offload=o.Offload(2, c.XFRM_OFFLOAD_PACKET))
+    states = [
+        full_state(),
+        full_state(sa_dir=1, coaddr="10.0.0.1", replay_thresh=3, etimer_thresh=4, tfcpad=5),
+        full_state(flags=0, replay_esn=None, replay=o.ReplayState(7, 6, 0x3F), aead=None, encap=None, mark=None, if_id=None,
+                   crypt=o.Algo("cbc(aes)", o.Secret(b"k" * 32), 256), auth=o.Algo("hmac(sha256)", o.Secret(b"a" * 32), 256, trunc_len=128),
+                   offload=None, family=socket.AF_INET6, daddr="2001:db8::2", saddr="2001:db8::1", sel=sel6),
+        full_state(curlft=o.LifetimeCur(), replay_esn=o.ReplayEsn(1, 0, 0, 0, 0, 32, (0,)), encap=None),
+    ]
+    cases = [(lambda plain, st=st: o.state_to_msg(st, plain=plain), c.XFRM_MSG_NEWSA) for st in states]
+    cases += [(lambda plain: o.state_id_to_msg(states[0].id, plain=plain), c.XFRM_MSG_DELSA),
+              (lambda plain: o.policy_to_msg(pol, plain=plain), c.XFRM_MSG_NEWPOLICY),
+              (lambda plain: o.policy_to_msg(replace(pol, templates=(), mark=None, ptype=1), plain=plain), c.XFRM_MSG_UPDPOLICY),
+              (lambda plain: o.policy_id_to_msg(pol.id, plain=plain), c.XFRM_MSG_DELPOLICY),
+              (lambda plain: m.xfrm_dump_request_msg(), c.XFRM_MSG_GETSA)]
+    for build, mtype in cases:
+        want = _pyroute2_bytes(build(False), mtype)
+        assert pack.encode(build(True), mtype, 5, 77, 1234) == want
+        assert pack.encode(build(False), mtype, 5, 77, 1234) == want
+    # an attribute pack has no rule for goes to pyroute2, from a plain dict too
+    odd = o.state_to_msg(states[0], plain=True)
+    odd["attrs"] = odd["attrs"] + [("XFRMA_SEC_CTX", "00:01")]
+    with pytest.raises(pack.Unpackable):
+        pack.encode(odd, c.XFRM_MSG_NEWSA, 5, 77, 1234)
+    assert netlink._encode(odd, c.XFRM_MSG_NEWSA, 5, 77, 1234) == _pyroute2_bytes(odd.full(), c.XFRM_MSG_NEWSA)
+    assert "\\x00\\x01\\x02" not in repr(odd) and bytes(range(20)).hex() not in repr(odd)  # its values hold the keys
 
 
 def test_secret_never_printed():

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import constants as c
+from . import pack
 from .messages import MESSAGE_CLASSES
 
 SOL_NETLINK = 270
@@ -152,6 +153,17 @@ def _decode(mtype: int, chunk: bytes) -> Any:
     return msg
 
 
+def _encode(msg: Any, mtype: int, flags: int, seq: int, port: int) -> bytes:
+    """A request's bytes: packed with struct (pack.py), or by pyroute2 where pack has no rule."""
+    try:
+        return pack.encode(msg, mtype, flags, seq, port)
+    except pack.Unpackable:
+        full = msg.full() if isinstance(msg, pack.Plain) else msg
+        full["header"] = {"type": mtype, "flags": flags, "sequence_number": seq, "pid": port}
+        full.encode()
+        return bytes(full.data)
+
+
 def decode_messages(data: bytes) -> Iterator[tuple[int, int, int, int, Any]]:
     """Yield (type, flags, seq, port, decoded XFRM message or raw payload) for each message."""
     for mtype, flags, seq, pid, chunk in walk_messages(data):
@@ -214,9 +226,7 @@ class XfrmSocket:
             for r in requests:
                 seq = self._seq
                 self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
-                r.msg["header"] = {"type": r.msg_type, "flags": r.flags, "sequence_number": seq, "pid": self.port}
-                r.msg.encode()
-                data = bytes(r.msg.data)
+                data = _encode(r.msg, r.msg_type, r.flags, seq, self.port)
                 raws.append(data + b"\0" * ((-len(data)) % 4))
                 seqs.append(seq)
             replies = {s: Reply() for s in seqs}

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from . import constants as c
 from . import messages as m
+from . import pack
 
 
 class Secret:
@@ -414,8 +415,8 @@ def _common_attrs(obj: XfrmState | XfrmPolicy) -> list[Any]:
 _USUAL: dict[type, Any] = {LifetimeCfg: LifetimeCfg(), Stats: Stats()}
 
 
-def state_to_msg(st: XfrmState) -> m.xfrm_usersa_info_msg:
-    msg = m.xfrm_usersa_info_msg()
+def state_to_msg(st: XfrmState, plain: bool = False) -> Any:
+    msg = pack.Plain(m.xfrm_usersa_info_msg) if plain else m.xfrm_usersa_info_msg()
     _selector_into(msg, st.sel)
     msg["id_daddr"] = pack_addr(st.daddr, st.family)
     msg["id_spi"] = st.spi
@@ -523,8 +524,8 @@ def state_from_msg(msg: Any) -> XfrmState:
     )
 
 
-def state_id_to_msg(sid: StateId) -> m.xfrm_usersa_id_msg:
-    msg = m.xfrm_usersa_id_msg()
+def state_id_to_msg(sid: StateId, plain: bool = False) -> Any:
+    msg = pack.Plain(m.xfrm_usersa_id_msg) if plain else m.xfrm_usersa_id_msg()
     msg["daddr"] = pack_addr(sid.daddr, sid.family)
     msg["spi"] = sid.spi
     msg["family"] = sid.family
@@ -568,8 +569,8 @@ def _tmpl_unpack(raw: bytes) -> Template:
     return shared(Template(unpack_addr(daddr, fam), socket.ntohl(spi), proto, fam, unpack_addr(saddr, fam), reqid, mode, share, opt, aa, ea, ca))
 
 
-def policy_to_msg(p: XfrmPolicy) -> m.xfrm_userpolicy_info_msg:
-    msg = m.xfrm_userpolicy_info_msg()
+def policy_to_msg(p: XfrmPolicy, plain: bool = False) -> Any:
+    msg = pack.Plain(m.xfrm_userpolicy_info_msg) if plain else m.xfrm_userpolicy_info_msg()
     _selector_into(msg, p.sel)
     _put_prefixed(msg, "lft_", p.lft, m.LIFETIME_CFG_NAMES)
     _put_prefixed(msg, "cur_", p.curlft, m.LIFETIME_CUR_NAMES)
@@ -611,8 +612,8 @@ def policy_from_msg(msg: Any) -> XfrmPolicy:
     )
 
 
-def policy_id_to_msg(pid: PolicyId) -> m.xfrm_userpolicy_id_msg:
-    msg = m.xfrm_userpolicy_id_msg()
+def policy_id_to_msg(pid: PolicyId, plain: bool = False) -> Any:
+    msg = pack.Plain(m.xfrm_userpolicy_id_msg) if plain else m.xfrm_userpolicy_id_msg()
     _selector_into(msg, pid.sel)
     msg["index"] = 0
     msg["dir"] = pid.dir
