@@ -144,13 +144,17 @@ def walk_messages(data: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
 
 
 def _decode(mtype: int, chunk: bytes) -> Any:
-    """A whole message as its XFRM message class, or its payload for other types."""
+    """A whole message as its XFRM message class (unpacked by pack.py, or by pyroute2 where
+    pack has no rule), or its payload for other types."""
     cls = MESSAGE_CLASSES.get(mtype)
     if cls is None:
         return chunk[_HDR.size :]
-    msg = cls(chunk)
-    msg.decode()
-    return msg
+    try:
+        return pack.decode(cls, chunk)
+    except pack.Unpackable:
+        msg = cls(chunk)
+        msg.decode()
+        return msg
 
 
 def _encode(msg: Any, mtype: int, flags: int, seq: int, port: int) -> bytes:

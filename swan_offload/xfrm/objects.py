@@ -55,9 +55,12 @@ def pack_addr(addr: str | None, family: int) -> bytes:
 
 def unpack_addr(raw: bytes, family: int) -> str:
     if family == socket.AF_INET6:
-        return shared(str(ipaddress.IPv6Address(bytes(raw[:16]))))
+        raw = bytes(raw[:16])
+        if raw[:10] == bytes(10):  # ::ffff:a.b.c.d and the like: written as ipaddress writes them
+            return shared(str(ipaddress.IPv6Address(raw)))
+        return shared(socket.inet_ntop(socket.AF_INET6, raw))
     if family == socket.AF_INET:
-        return shared(str(ipaddress.IPv4Address(bytes(raw[:4]))))
+        return shared(socket.inet_ntop(socket.AF_INET, bytes(raw[:4])))
     return ""
 
 
