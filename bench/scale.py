@@ -14,6 +14,8 @@ agent then knows only what events name). Figures (seconds unless named):
   promote_s   agent start on software SAs -> all N in packet offload
   idle_cpu_pct, rss_mb   the settled agent over 10 s
   scrape_s    one Prometheus scrape;  dump_s   one state dump (2N SAs)
+  read_s      one state dump + one policy dump + one full list-sas (dump_policies_s, listsas_s):
+              what a restart reads at least; restart_over_read is the issue's restart ratio
   event_s     one CHILD_SA rekeyed at N -> its successor's SAs offloaded in the kernel (median,
               max of 3); event_status_s -> the status file shows it (it is written at most
               every second, or at 2 % of a core: at a large N it lags)
@@ -24,7 +26,7 @@ agent then knows only what events name). Figures (seconds unless named):
 With --profile each agent start runs under tests/lab/jobs/sampler.py (its stacks every 10 ms,
 by 5 s window), kept beside the run as ...-sampler-K.txt.
 
-Ratios that matter are printed too: promote/floor. Each run's output and the agent's log are
+Ratios that matter are printed too: promote/floor, restart/read. Each run's output and the agent's log are
 kept under .lab/bench/ (scale-N-<time>.out, ...-agent.log), to trace a figure afterwards. The lab is emulated (TCG): absolute
 times are inflated, counts are exact. docs/benchmarks.md has the figures and their history.
 """
@@ -77,7 +79,7 @@ def measure(n: int, standin: str | None = None, profile: bool = False) -> dict[s
             continue
         if "writes" in row:
             row = {"restart_writes": row["writes"]}
-        fig.update({k: v for k, v in row.items() if k not in ("states", "maxrss_mb", "floor_ops", "scrape_bytes")})
+        fig.update({k: v for k, v in row.items() if k not in ("states", "maxrss_mb", "floor_ops", "scrape_bytes", "listed")})
     ok = [e for e in events if e is not None]
     fig["event_s"] = {"median": statistics.median(ok) if ok else None, "max": max(ok) if ok else None, "lost": len(events) - len(ok)}
     seen = [e for e in statuses if e is not None]
@@ -89,6 +91,8 @@ def measure(n: int, standin: str | None = None, profile: bool = False) -> dict[s
         fig["udp_children_ok"] = sum(v == 2 for v in udp.values())
     if isinstance(fig.get("promote_s"), float) and isinstance(fig.get("floor_s"), float) and fig["floor_s"]:
         fig["promote_over_floor"] = round(fig["promote_s"] / fig["floor_s"], 1)  # type: ignore[operator]
+    if isinstance(fig.get("restart_s"), float) and isinstance(fig.get("read_s"), float) and fig["read_s"]:
+        fig["restart_over_read"] = round(fig["restart_s"] / fig["read_s"], 1)  # type: ignore[operator]
     return fig
 
 

@@ -8,7 +8,7 @@
     scale_probe.py writes NS SECONDS  count XFRM config notifications in NS for SECONDS (the
                                       agent's kernel writes while it restarts)
     scale_probe.py cpu PID SECONDS    CPU % of one core that PID used over SECONDS, and its RSS
-    scale_probe.py dump NS            one state dump of NS, timed
+    scale_probe.py dump NS            one state dump of NS, one policy dump, one full list-sas, timed
     scale_probe.py restore NS DEV     take DEV down, then: seconds until every SA charon lists is
                                       in NS's kernel again (60 s at most), and how many are missing then
     scale_probe.py scrape             one scrape of the agent's metrics, timed
@@ -32,7 +32,7 @@ import vici
 from swan_offload import planner as pl
 from swan_offload.backend import AddPolicy, AddState, DelPolicy, DelState, NetlinkBackend
 from swan_offload.model import SaList
-from swan_offload.vici_source import list_children, rekey_child
+from swan_offload.vici_source import list_children, list_sas, rekey_child
 from swan_offload.xfrm import constants as c
 from swan_offload.xfrm import objects as o
 from swan_offload.xfrm.netlink import XfrmSocket
@@ -103,10 +103,18 @@ def cpu(pid: int, seconds: float) -> None:
 
 
 def dump(ns: str) -> None:
+    """One state dump (dump_s, as before), then one policy dump and one full list-sas: what a
+    restart must read at least (read_s: the three, the agent's own readers)."""
     b = NetlinkBackend(ns)
     t0 = time.monotonic()
     n = len(b.dump_states())
-    out(dump_s=round(time.monotonic() - t0, 3), states=n, maxrss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+    t1 = time.monotonic()
+    b.dump_policies()
+    t2 = time.monotonic()
+    listed = len(list_sas(f"/run/{ns}/charon.vici").children)
+    t3 = time.monotonic()
+    out(dump_s=round(t1 - t0, 3), states=n, maxrss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        dump_policies_s=round(t2 - t1, 3), listsas_s=round(t3 - t2, 3), listed=listed, read_s=round(t3 - t0, 3))
 
 
 def restore(ns: str, dev: str, limit: float = 60) -> None:
