@@ -549,7 +549,8 @@ class Daemon:
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.status(), indent=1))
+            # compact: with indent, json encodes in Python, not C (3x slower at 10,000 CHILD_SAs)
+            tmp.write_text(json.dumps(self.status(), separators=(",", ":")))
             os.chmod(tmp, 0o600)
             tmp.replace(path)
         except OSError as e:
