@@ -42,3 +42,8 @@ def test_bench_event_small():
     out = run("event.py", "--sizes", "10", "100", "--events", "3")
     rows = [line.split() for line in out.splitlines() if line.split()[0] in ("spokes", "one")]
     assert [(r[0], r[1]) for r in rows] == [("spokes", "10"), ("spokes", "100"), ("one", "10"), ("one", "100")], out
+
+
+def test_bench_memory_small():
+    out = run("memory.py", "--sizes", "50")
+    assert out.startswith("N=50: kernel mirror") and "traced" in out, out
