@@ -283,6 +283,11 @@ def _shadowed(view: KernelView, sw: XfrmPolicy, packet_reqids: Container[int]) -
     return min(hidden, key=lambda q: (q.priority, q.index), default=None)
 
 
+def device_down(name: str | None) -> str:
+    """Why a CHILD_SA of a device that is down is not offloaded (the plan's and the link event's words)."""
+    return f"device {name} is down; offloaded again when it is up"
+
+
 def _device_for(child: ChildSA, rule: Rule, view: KernelView) -> tuple[Device | None, str]:
     if rule.interface:
         dev = view.devices.get(rule.interface)
@@ -317,7 +322,7 @@ def plan_child(child: ChildSA, cfg: Config, view: KernelView, clash: str | None)
     mixed = cross_family(child)
     if device is not None and not device.up:
         # the kernel would flush offloaded objects again the moment they got in
-        return replace(base, device=None).fallback(f"device {device.name} is down; offloaded again when it is up", DEVICE_DOWN)
+        return replace(base, device=None).fallback(device_down(device.name), DEVICE_DOWN)
     crypto_refusal = view.crypto_refusing.get(device.ifindex, "") if device else ""
     crypto_ok = device is not None and not crypto_refusal
     base = replace(base, device=device, crypto_refusal=crypto_refusal)

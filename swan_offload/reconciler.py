@@ -308,6 +308,8 @@ class Reconciler:
         the kernel flushed without a notification (the mirror cannot know what)."""
         if self.held.link_changed(ifindex, up):
             self.mover.device_lost(ifindex)
+            lost = {h.child for h in self.held.values() if h.state.offload and h.state.offload.ifindex == ifindex}
+            self.ledger.device_lost(lost)
         if not up and self.mirror_fed:
             self.mirror.invalidate(f"device #{ifindex} went down")
 

@@ -297,6 +297,8 @@ def test_a_link_event_restores_at_once_and_an_orphan_goes_with_its_child():
     assert set(offloads(k).values()) == {c.XFRM_OFFLOAD_PACKET, c.XFRM_OFFLOAD_PACKET | c.XFRM_OFFLOAD_INBOUND}
     _device_goes_down(k)
     r.link_changed(ETH.ifindex, False)
+    # status never says packet for an SA the device no longer holds: at the event, not at the resync
+    assert {(o.mode, o.cause, o.device, o.reason) for o in r.outcomes.values()} == {(pl.SOFTWARE, pl.DEVICE_DOWN, None, pl.device_down(ETH.name))}
     k.batches.clear()
     assert r.restore_now([a, b])
     assert [[type(op).__name__ for op in batch] for batch in k.batches] == [["AddState"] * 4]
