@@ -90,7 +90,8 @@ class Daemon:
         self.mirror = KernelMirror()
         self.ledger = Ledger()
         self.lock = threading.RLock()
-        self.reconciler = Reconciler(self.backend, cfg, self.caps, self.mirror, self.ledger, self.lock, mirror_fed=self.monitor is not None)
+        self.reconciler = Reconciler(self.backend, cfg, self.caps, self.mirror, self.ledger, self.lock, mirror_fed=self.monitor is not None,
+                                     between=self._apply_inbox)
         self.charon = CharonMirror()
         # (IKE_SA, CHILD_SA) uniqueids the last run's status listed: what a restart can read one
         # by one of an IKE_SA charon cannot list whole (vici_source.VICI_MESSAGE_MAX)

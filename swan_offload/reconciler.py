@@ -11,7 +11,7 @@ import errno
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -61,6 +61,7 @@ class Reconciler:
         ledger: Ledger | None = None,
         lock: threading.RLock | None = None,
         mirror_fed: bool = False,
+        between: Callable[[], None] | None = None,
     ) -> None:
         self.backend = backend
         self.cfg = cfg
@@ -73,6 +74,11 @@ class Reconciler:
         self.scoped_runs = 0  # of which planned one event's IKE_SAs only
         self.drift_repaired = 0
         self.interrupted = False  # interrupt(): the run in progress stops at its next CHILD_SA
+        # called under the lock before each CHILD_SA of a run: the daemon applies the kernel's
+        # notifications queued meanwhile (a hub's promotion writes 50,000 objects in one run:
+        # their notifications overflowed the monitor's inbox, and the reload it then needs
+        # cost another full resync right after)
+        self.between = between
         self.last_planned: list[Key] = []  # the CHILD_SAs the last run planned (keys only: a plan of a hub is megabytes)
         # the kernel's objects; ``mirror_fed``: a monitor keeps it current between reconciles
         # (the daemon's); without one every reconcile reloads it from a dump
@@ -260,6 +266,8 @@ class Reconciler:
             self.interrupted = False
         for i, cp in enumerate(plan.children):
             with self.lock:
+                if self.between is not None:
+                    self.between()
                 if self.interrupted or self.held.loss_count() != losses:
                     # a link event restored what a device took (daemon: link monitor thread); the
                     # rest of this plan was made for that device: the full resync that follows replans

@@ -348,6 +348,24 @@ def test_a_device_loss_during_a_run_is_restored_at_once_and_stops_the_run():
     assert sum(bool(s.offload) for s in k.states.values()) == 10
 
 
+def test_a_run_hands_the_lock_to_the_notifications_before_each_child():
+    """The daemon applies queued notifications before each CHILD_SA of a run (``between``):
+    a hub's promotion of 10,000 is one run, whose own 50,000 notifications overflowed the
+    monitor's inbox and cost a reload (another full resync) right after it."""
+    kids = [child(name=f"k{i}", uniqueid=i, reqid=i, spi_in=0xC0000000 + i, spi_out=0xC1000000 + i, rts=(f"10.9.{i}.0/24",)) for i in range(1, 6)]
+    k = kernel_with(kids)
+    seen = []
+    lock = threading.RLock()
+
+    def between():
+        assert lock._is_owned()  # under the lock, as the mirror's only writer wants
+        seen.append(sum(bool(s.offload) for s in k.states.values()))
+
+    r = Reconciler(k, config.Config(), CAPS, lock=lock, between=between)
+    r.reconcile(kids)
+    assert seen == [0, 2, 4, 6, 8]  # before each CHILD_SA's move, with the moves so far done
+
+
 def test_a_restore_that_finds_the_state_there_leaves_it_and_its_copy():
     """EEXIST: the state is in the kernel after all (added after the device's flush)."""
     a = child()
