@@ -62,6 +62,9 @@ class Config:
     rules: tuple[Rule, ...] = field(default_factory=lambda: (Rule(),))
     ike_addresses: tuple[str, ...] = ()  # local IKE addresses beyond those of charon's IKE_SAs
     restore_max_pps: int = 16_000_000  # the most packets per second one SA can send in the device
+    # the idle full resync takes at most this share of a core: it waits at least its own last
+    # duration / resync_share (a hub's lasts minutes under emulation)
+    resync_share: float = 0.01
 
     def rule_for(self, conn: str, child: str) -> Rule:
         """First matching rule wins; with none, the CHILD_SA is left alone."""
@@ -146,6 +149,9 @@ def parse(text: str, path: str = "<string>") -> Config:
     resync = float(_take(agent, "resync_seconds", (int, float), path, "agent.", 300))
     if resync <= 0:
         raise ConfigError(path, "agent.resync_seconds", "must be positive")
+    share = float(_take(agent, "resync_share", (int, float), path, "agent.", Config.resync_share))
+    if not 0 < share <= 1:
+        raise ConfigError(path, "agent.resync_share", "must be in (0, 1]")
     rekey_restored = _take(agent, "rekey_after_restore", bool, path, "agent.", True)
     control = _take(agent, "control_socket", str, path, "agent.", DEFAULT_CONTROL)
     if control and not control.startswith("/"):
@@ -175,7 +181,7 @@ def parse(text: str, path: str = "<string>") -> Config:
         )
         _no_leftovers(r, path, where)
         rules.append(rule)
-    return Config(path, sock, recon, level, top, bypass, tuple(ports), margin, status_file, resync, rekey_restored, listen, control, tuple(rules), tuple(ike_addrs), max_pps)
+    return Config(path, sock, recon, level, top, bypass, tuple(ports), margin, status_file, resync, rekey_restored, listen, control, tuple(rules), tuple(ike_addrs), max_pps, share)
 
 
 def load(path: str | Path) -> Config:

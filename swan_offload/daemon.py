@@ -56,10 +56,6 @@ EXTEND_EVERY = 10.0
 # always writes it, and the control socket answers live
 STATUS_EVERY = 1.0
 STATUS_SHARE = 0.02
-# the idle full resync (the safety net) waits resync_seconds after the last sync ends, and at a
-# hub at least its own duration / RESYNC_SHARE: at 10,000 CHILD_SAs under the lab's emulation
-# one takes minutes, and counted from before it, the next one was due as soon as it ended
-RESYNC_SHARE = 0.01
 
 
 def previous_children(status_file: str) -> set[tuple[int, int]]:
@@ -121,7 +117,7 @@ class Daemon:
         # by one of an IKE_SA charon cannot list whole (vici_source.VICI_MESSAGE_MAX)
         self.hints = previous_children(cfg.status_file)
         self.full_due = True  # the next sync reads everything
-        self.full_spent = 0.0  # seconds the last full resync took (RESYNC_SHARE)
+        self.full_spent = 0.0  # seconds the last full resync took (cfg.resync_share)
         self.scope = Scope()  # what events named since the last sync
         self.status_due = 0.0  # a status write left for later (monotonic time it was due), 0: none
         self.last_status = 0.0
@@ -172,7 +168,10 @@ class Daemon:
                     spent = time.monotonic() - now
                     next_refresh = now + max(HELD_REFRESH_SECONDS, spent / HELD_REFRESH_SHARE)
                 # the safety net: every change already brings a resync (events, notifications, links)
-                idle = max(self.cfg.resync_seconds, self.full_spent / RESYNC_SHARE)
+                # waits resync_seconds after the last sync ends, and at a hub at least the last
+                # full one's duration / resync_share: at 10,000 CHILD_SAs under the lab's emulation
+                # one takes minutes, and counted from before it, the next was due as soon as it ended
+                idle = max(self.cfg.resync_seconds, self.full_spent / self.cfg.resync_share)
                 if self.status_due and now - self.last_status >= self.status_every:
                     self.write_status()
                     self._tell_systemd(self._summary())

@@ -30,9 +30,10 @@ def _rig(tmp_path, resync_seconds):
     kernel = MemoryBackend()
     kernel.addresses["192.0.2.1"] = ETH
     kernel.names[ETH.name] = ETH
+    # the rig's idle resyncs come every resync_seconds, however long they take (share 1)
     cfg = config.Config(vici_socket=server.path, status_file=str(tmp_path / "status.json"), resync_seconds=resync_seconds,
                         reconnect_max_seconds=0.2, metrics_listen="127.0.0.1:0",
-                        control_socket=str(tmp_path / "control.sock"))
+                        control_socket=str(tmp_path / "control.sock"), resync_share=1.0)
     d = Daemon(cfg, backend=kernel, caps=KernelCaps(True, "test", "6.12"))
     t = threading.Thread(target=d.run, daemon=True)
     t.start()
@@ -288,7 +289,7 @@ class SlowKernel(MemoryBackend):
 
 def test_a_slow_full_resync_is_spaced_by_its_own_duration_not_repeated_at_once(tmp_path):
     """The idle resync counts from the end of the last one, and at least its duration over
-    RESYNC_SHARE: at 10,000 CHILD_SAs a full resync outlasted resync_seconds, the next one was
+    resync_share: at 10,000 CHILD_SAs a full resync outlasted resync_seconds, the next one was
     due the moment it ended, and the settled agent used a whole core (issue 13)."""
     server = ViciTestServer(tmp_path / "charon.vici").start()
     kernel = SlowKernel(0.3)
@@ -297,7 +298,7 @@ def test_a_slow_full_resync_is_spaced_by_its_own_duration_not_repeated_at_once(t
     d, t = _start(cfg, kernel)
     try:
         wait_for(lambda: d.reconciler.runs >= 1, what="first resync")
-        time.sleep(3)  # back to back, that was ~6 more; spaced, the next is 0.3 / RESYNC_SHARE away
+        time.sleep(3)  # back to back, that was ~6 more; spaced, the next is 0.3 / resync_share (0.01) away
         assert d.reconciler.runs == 1 and len(server.requests("list-sas")) == 1, (d.reconciler.runs, d.full_spent)
         assert d.full_spent >= 0.3
         server.emit("child-updown", {"up": "yes", **vici_ike("gw", [])})  # events are never held back
@@ -328,13 +329,12 @@ def _start(cfg, kernel):
     return d, t
 
 
-def test_an_ike_sa_too_big_for_one_vici_message_loses_nothing(tmp_path, monkeypatch):
+def test_an_ike_sa_too_big_for_one_vici_message_loses_nothing(tmp_path):
     """charon 5.9.8 discards a message over 512 KiB (vici_socket.c): the list-sa event of a
     hub IKE_SA with 1,800 CHILD_SAs never arrives, though the command's response does. The
     agent reads the CHILD_SAs it knows one by one (after a restart: those its last status file
     names); through full resyncs, restarts and an IKE rekey everything stays offloaded, and a
     restart that knows none of them leaves them as they are; new ones come by their events."""
-    monkeypatch.setattr(daemon_mod, "RESYNC_SHARE", 1.0)  # full resyncs one after another: they are what is tested
     n = 1800
     kids = [child(name=f"c{i}", ike="hub", uniqueid=i + 1, reqid=i + 1, spi_in=0xC0000000 + i, spi_out=0xC1000000 + i,
                   rts=(f"10.{100 + i // 250}.{i % 250}.0/24",)) for i in range(n)]  # fmt: skip
@@ -342,7 +342,9 @@ def test_an_ike_sa_too_big_for_one_vici_message_loses_nothing(tmp_path, monkeypa
     kernel = MemoryBackend()
     kernel.addresses["192.0.2.1"] = ETH
     kernel.names[ETH.name] = ETH
-    cfg = config.Config(vici_socket=server.path, status_file=str(tmp_path / "status.json"), resync_seconds=0.2, reconnect_max_seconds=0.2)
+    # full resyncs one after another (resync_share 1): they are what is tested
+    cfg = config.Config(vici_socket=server.path, status_file=str(tmp_path / "status.json"), resync_seconds=0.2, reconnect_max_seconds=0.2,
+                        resync_share=1.0)
     first = kids[: n // 2]  # listed whole: one message of ~280 KiB
     for ch in first:
         install(kernel, ch)

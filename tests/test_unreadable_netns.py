@@ -57,7 +57,8 @@ def test_unreadable_entry_keeps_its_policies_in_the_kernel_and_is_counted(netns,
     broken["gw2"]["child-sas"]["b-2"]["spi-out"] = "not hex"
     server = ViciTestServer(tmp_path / "charon.vici").start()
     server.sas = [broken, vici_ike("gw3", [], uniqueid=3)]  # gw3 parses: its reqid 3 child is gone
-    cfg = config.Config(vici_socket=server.path, status_file=str(tmp_path / "status.json"), resync_seconds=0.2,
+    # idle resyncs every 0.2 s however long they take (share 1): the readable entry comes by one
+    cfg = config.Config(vici_socket=server.path, status_file=str(tmp_path / "status.json"), resync_seconds=0.2, resync_share=1.0,
                         reconnect_max_seconds=0.2, metrics_listen="127.0.0.1:0", control_socket="")
     d = Daemon(cfg, netns=netns, caps=KernelCaps(True, "test", "6.12"))
     t = threading.Thread(target=d.run, daemon=True)

@@ -20,6 +20,7 @@ socket = "/run/gwa/charon.vici"
 [agent]
 status_file = "/run/so-status.json"
 resync_seconds = 2
+resync_share = 1
 [[rule]]
 match = "net/net"
 fallback = "crypto"

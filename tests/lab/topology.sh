@@ -173,9 +173,10 @@ LAB_PY="$LAB_DIR/../../.venv/bin/python"
 
 # lab_agent_conf [RULES...]: write /run/so.toml for gwa's charon; each RULE is "match fallback [mode]".
 # LAB_AGENT_EXTRA: more lines for the [agent] table (e.g. "seq_margin = 8"); LAB_RESYNC_SECONDS:
-# the idle resync (2 here, so scenarios catch up fast; the shipped default is 300).
+# the idle resync (2 here, so scenarios catch up fast; the shipped default is 300), and
+# LAB_RESYNC_SHARE its share of a core (1 here: every 2 s however long; shipped 0.01).
 lab_agent_conf() {
-    printf '[vici]\nsocket = "/run/gwa/charon.vici"\nreconnect_max_seconds = 1\n[agent]\nstatus_file = "/run/so-status.json"\nresync_seconds = %s\n%s\n' "${LAB_RESYNC_SECONDS:-2}" "${LAB_AGENT_EXTRA:-}" >/run/so.toml
+    printf '[vici]\nsocket = "/run/gwa/charon.vici"\nreconnect_max_seconds = 1\n[agent]\nstatus_file = "/run/so-status.json"\nresync_seconds = %s\nresync_share = %s\n%s\n' "${LAB_RESYNC_SECONDS:-2}" "${LAB_RESYNC_SHARE:-1}" "${LAB_AGENT_EXTRA:-}" >/run/so.toml
     local r m f mode
     for r in "$@"; do
         read -r m f mode <<<"$r"

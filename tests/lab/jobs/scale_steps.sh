@@ -11,7 +11,7 @@ scale_figures() {
     ip netns exec gwa $P dump gwa
     ip netns exec gwa $P floor gwa wan
     # the agent on software SAs: start -> all N in packet offload
-    LAB_RESYNC_SECONDS=300 lab_agent_conf "$rule"  # the shipped idle resync, as an operator runs it
+    LAB_RESYNC_SECONDS=300 LAB_RESYNC_SHARE=0.01 lab_agent_conf "$rule"  # the shipped idle resync, as an operator runs it
     start=$(date +%s.%N); lab_agent_start
     ip netns exec gwa $P decided "$n" "$start" | sed 's/"seconds"/"promote_s"/'
     lab_agent_settled 2000
