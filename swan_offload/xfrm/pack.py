@@ -65,15 +65,16 @@ def _layout(fields: tuple[Any, ...]) -> tuple[struct.Struct, tuple[tuple[str, st
     return struct.Struct(fmt), tuple(names)
 
 
+def _swap(v: int, f: str) -> int:
+    """A big-endian field's value as the native one that has its bytes (both ways: a swap)."""
+    return int.from_bytes(int(v).to_bytes(struct.calcsize(f), "big"), sys.byteorder)
+
+
 def _value(obj: Any, name: str, f: str, big: bool) -> Any:
     v = dict.get(obj, name)
     if f.endswith("s"):
         return bytes(v or b"")
-    v = v or 0
-    if big:
-        size = struct.calcsize(f)
-        v = int.from_bytes(int(v).to_bytes(size, "big"), sys.byteorder)
-    return v
+    return _swap(v or 0, f) if big else v or 0
 
 
 def _fields(fields: tuple[Any, ...], obj: Any) -> bytes:
@@ -124,7 +125,7 @@ def _unpack_fields(fields: tuple[Any, ...], raw: bytes, off: int, into: dict[str
     if off + st.size > len(raw):
         raise ValueError(f"message truncated: {len(raw) - off} of {st.size} bytes of its struct")
     for (name, f, big), v in zip(names, st.unpack_from(raw, off)):
-        into[name] = int.from_bytes(v.to_bytes(struct.calcsize(f), sys.byteorder), "big") if big else v
+        into[name] = _swap(v, f) if big else v
     return st.size
 
 
