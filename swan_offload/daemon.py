@@ -82,8 +82,9 @@ _malloc_trim = _libc_trim()
 def release_memory() -> None:
     """After a full resync: its transient objects (list-sas, two dumps, a plan of every
     CHILD_SA: ~100 MB at 10,000) are garbage; collect them and hand the freed pages back
-    (glibc keeps them otherwise: the settled agent at 10,000 kept 197 MB, bench/memory.py
-    measures 8.5 KB held per CHILD_SA)."""
+    (glibc keeps them otherwise). Natively at 10,000 that took RSS from 103 to 75 MB; in the
+    lab the settled agent stayed at 192 MB (197 before), so what holds the rest is not
+    traced yet (docs/benchmarks.md)."""
     gc.collect()
     if _malloc_trim is not None:
         _malloc_trim(0)
@@ -413,11 +414,11 @@ class Daemon:
         """list-sas of everything, the kernel mirror reloaded from one dump, one reconcile."""
         started = time.monotonic()
         try:
-            return self._read_all()
+            return self._resync_all()
         finally:
             self.full_spent = time.monotonic() - started
 
-    def _read_all(self) -> bool:
+    def _resync_all(self) -> bool:
         try:
             # the CHILD_SAs to read one by one where charon cannot list an IKE_SA whole: those
             # the mirror holds and those events named since (this resync takes their place)

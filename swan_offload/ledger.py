@@ -154,12 +154,11 @@ class Ledger:
             self._index(gone, -1)
             log.info("%s reqid %d: retired (charon no longer lists it; it was %s)", gone.label, gone.reqid, gone.mode)
 
-    def device_lost(self, keys: Iterable[Key]) -> int:
+    def device_lost(self, keys: Iterable[Key]) -> None:
         """CHILD_SAs whose offloaded SAs went with a device that went down: software, with the
         plan's words, at once (their SAs are restored from the agent's copies), so that status never
         says packet for an SA the device no longer holds while the resync that replans them
-        runs (minutes at a hub). Returns how many were in offload."""
-        n = 0
+        runs (minutes at a hub)."""
         now = time.time()
         for k in keys:
             o = self.outcomes.get(k)
@@ -167,8 +166,6 @@ class Ledger:
                 continue
             self._set(k, replace(o, mode=pl.SOFTWARE, device=None, reason=pl.device_down(o.device), cause=pl.DEVICE_DOWN, since=now))
             self.decisions[pl.SOFTWARE, pl.DEVICE_DOWN] += 1
-            n += 1
-        return n
 
     def forget_announced(self, live: set[Key]) -> None:
         """Announcements of CHILD_SAs that never showed up (a full resync knows)."""

@@ -240,7 +240,7 @@ class ViciTestServer:
         self.path = str(path)
         self.version = dict(DEFAULT_VERSION)
         self.sas: list[dict] = []
-        self._child_index: dict[int, tuple[dict, int, dict[int, list[str]]]] = {}
+        self._child_index: tuple[dict, int, dict[int, list[str]]] | None = None  # (children, its size, index)
         self.log: list[LogEntry] = []
         self.errors: list[str] = []
         self.commands: dict[str, Callable[[dict], dict]] = {"version": lambda _: self.version, "stats": self._stats}
@@ -485,7 +485,7 @@ class ViciTestServer:
 
     def _by_uniqueid(self, children: dict) -> dict[int, list[str]]:
         """CHILD_SA keys by uniqueid, kept while the tests leave ``children`` as it is."""
-        cached = self._child_index.get(id(children))
+        cached = self._child_index
         if cached is None or cached[0] is not children or cached[1] != len(children):
             index: dict[int, list[str]] = {}
             for key, sa in children.items():
@@ -493,8 +493,7 @@ class ViciTestServer:
                     index.setdefault(int(sa.get("uniqueid", 0)), []).append(key)
                 except (TypeError, ValueError):
                     pass  # a malformed uniqueid matches no filter, as in charon
-            self._child_index = {id(children): (children, len(children), index)}
-            cached = self._child_index[id(children)]
+            self._child_index = cached = (children, len(children), index)
         return cached[2]
 
     def _list_sas(self, conn, request) -> dict:
