@@ -102,14 +102,14 @@ class NetlinkBackend:
                 # hold of its XFRM config mutex, so no other change (charon's) comes in between
                 prev = ops[i - 1] if i else None
                 joined = isinstance(prev, DelState) and prev.id == op.state.id
-                reqs.append(Request(c.XFRM_MSG_NEWSA, o.state_to_msg(op.state, plain=True), what=describe(op), joined=joined))
+                reqs.append(Request(c.XFRM_MSG_NEWSA, o.state_to_msg(op.state, plain=True), what=describe(op), joined=joined, sent=op.state))
             elif isinstance(op, DelState):
-                reqs.append(Request(c.XFRM_MSG_DELSA, o.state_id_to_msg(op.id, plain=True), what=describe(op)))
+                reqs.append(Request(c.XFRM_MSG_DELSA, o.state_id_to_msg(op.id, plain=True), what=describe(op), sent=op.id))
             elif isinstance(op, AddPolicy):
                 kind = c.XFRM_MSG_UPDPOLICY if op.update else c.XFRM_MSG_NEWPOLICY
-                reqs.append(Request(kind, o.policy_to_msg(op.policy, plain=True), what=describe(op)))
+                reqs.append(Request(kind, o.policy_to_msg(op.policy, plain=True), what=describe(op), sent=op.policy))
             else:
-                reqs.append(Request(c.XFRM_MSG_DELPOLICY, o.policy_id_to_msg(op.id, plain=True), what=describe(op)))
+                reqs.append(Request(c.XFRM_MSG_DELPOLICY, o.policy_id_to_msg(op.id, plain=True), what=describe(op), sent=op.id))
         return [r.error for r in self.sock.batch(reqs)]
 
     def devices(self) -> tuple[dict[str, Device], dict[str, Device]]:

@@ -103,7 +103,8 @@ class Daemon:
         # followed by the monitor thread must never wait for a dump
         self.reader: NetlinkBackend | None = NetlinkBackend(netns) if port is not None else None
         self.reader_lock = threading.Lock()
-        self.monitor = XfrmMonitor(self.q, port, netns, self._follow) if port is not None else None
+        written = getattr(getattr(self.backend, "sock", None), "written", None)
+        self.monitor = XfrmMonitor(self.q, port, netns, self._follow, written=written) if port is not None else None
         # the reconciler's collaborators, the daemon's too: the monitor's notifications feed the
         # kernel mirror (_apply_inbox), status reads the ledger. The reconciler is driven from
         # the main and the monitor thread; a full run takes the lock per CHILD_SA

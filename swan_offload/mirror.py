@@ -60,6 +60,20 @@ def change_of(mtype: int, msg: Any, foreign: bool = True) -> Change | str | None
     return None
 
 
+def change_of_written(mtype: int, obj: Any) -> Change | None:
+    """The Change of the agent's own write ``obj`` (xfrm/netlink.py Written), as its echo of
+    type ``mtype`` says it happened: no decoding. None if the two do not fit (decode it)."""
+    if isinstance(obj, o.XfrmState) and mtype in (c.XFRM_MSG_NEWSA, c.XFRM_MSG_UPDSA):
+        return Change("state", obj, state_key(obj), frozenset({obj.reqid}), pl.is_probe_state(obj), foreign=False)
+    if isinstance(obj, o.StateId) and mtype == c.XFRM_MSG_DELSA:
+        return Change("state", None, state_key(obj), frozenset(), foreign=False)
+    if isinstance(obj, o.XfrmPolicy) and mtype in (c.XFRM_MSG_NEWPOLICY, c.XFRM_MSG_UPDPOLICY):
+        return Change("policy", obj, pl.policy_key(obj), frozenset(t.reqid for t in obj.templates), pl.is_agent_policy(obj), foreign=False)
+    if isinstance(obj, o.PolicyId) and mtype == c.XFRM_MSG_DELPOLICY:
+        return Change("policy", None, pl.policy_key(obj), frozenset(), foreign=False)
+    return None
+
+
 class KernelMirror:
     """States by (daddr, spi, proto), policies by identity, and the policies' index."""
 

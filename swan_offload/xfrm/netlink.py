@@ -76,6 +76,9 @@ class Request:
     # each decoded reply through this as it arrives: a dump of a hub then never holds all its
     # decoded messages (KiBs each) at once, only what they convert to
     convert: Callable[[Any], Any] | None = None
+    # what a write is (the object added, the identity deleted): kept by sequence number in the
+    # socket's ``written`` until the monitor meets the notification it causes (Written)
+    sent: Any = None
 
 
 # Bytes of requests per datagram. The kernel refuses a datagram larger than the socket's send
@@ -97,6 +100,35 @@ def chunks(sizes: list[int], joined: list[bool], limit: int = CHUNK_BYTES) -> li
     if sizes:
         out.append(range(start, len(sizes)))
     return out
+
+
+class Written:
+    """What this socket wrote, by sequence number, until the monitor takes it.
+
+    The kernel echoes each accepted write to the monitor with the writer's port and the
+    request's sequence number. A hub's promotion is 5 writes per CHILD_SA; decoding those
+    echoes was most of the monitor's work (issue 13), and the agent knows what they say.
+    Refused writes send no echo and are dropped at their ack; echoes the kernel dropped
+    (ENOBUFS) are forgotten oldest first past ``limit``."""
+
+    def __init__(self, limit: int = 1 << 16) -> None:
+        self.limit = limit
+        self._by_seq: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    def put(self, seq: int, obj: Any) -> None:
+        with self._lock:
+            self._by_seq.pop(seq, None)  # a sequence number wrapped: the older is long gone
+            self._by_seq[seq] = obj
+            while len(self._by_seq) > self.limit:
+                del self._by_seq[next(iter(self._by_seq))]
+
+    def take(self, seq: int) -> Any:
+        with self._lock:
+            return self._by_seq.pop(seq, None)
+
+    def __len__(self) -> int:
+        return len(self._by_seq)
 
 
 @dataclass
@@ -168,6 +200,11 @@ def _encode(msg: Any, mtype: int, flags: int, seq: int, port: int) -> bytes:
         return bytes(full.data)
 
 
+def decode_message(mtype: int, chunk: bytes) -> Any:
+    """A whole message (as ``events`` yields it) decoded: its XFRM message class, or its payload."""
+    return _decode(mtype, chunk)
+
+
 def decode_messages(data: bytes) -> Iterator[tuple[int, int, int, int, Any]]:
     """Yield (type, flags, seq, port, decoded XFRM message or raw payload) for each message."""
     for mtype, flags, seq, pid, chunk in walk_messages(data):
@@ -204,6 +241,7 @@ class XfrmSocket:
         self._seq = 1
         self._lock = threading.Lock()
         self.port = self.sock.getsockname()[0]
+        self.written = Written()
 
     def close(self) -> None:
         self.sock.close()
@@ -237,9 +275,15 @@ class XfrmSocket:
             whats = dict(zip(seqs, (r.what for r in requests)))
             undecoded = {s for s, r in zip(seqs, requests) if r.raw}
             converts = {s: r.convert for s, r in zip(seqs, requests) if r.convert is not None}
+            sent = [(s, r.sent) for s, r in zip(seqs, requests) if r.sent is not None]
+            for s, obj in sent:  # before the send: the echo can be read before the ack
+                self.written.put(s, obj)
             for run in chunks([len(x) for x in raws], [r.joined for r in requests]):
                 self.sock.send(b"".join(raws[i] for i in run))
                 self._collect({seqs[i] for i in run}, replies, whats, undecoded, timeout, converts)
+            for s, _obj in sent:
+                if replies[s].error is not None:
+                    self.written.take(s)
             return [replies[s] for s in seqs]
 
     def _collect(self, pending: set[int], replies: dict[int, Reply], whats: dict[int, str], raw: set[int], timeout: float,
@@ -276,11 +320,12 @@ class XfrmSocket:
 
     # ------------------------------------------------------------ monitor
 
-    def events(self, timeout: float | None = None, wake: int | None = None) -> Iterator[tuple[int, int, Any]]:
-        """Yield (type, sender port, message) from the joined groups until ``timeout`` passes idle.
+    def events(self, timeout: float | None = None, wake: int | None = None) -> Iterator[tuple[int, int, int, bytes]]:
+        """Yield (type, sender port, sequence number, whole message undecoded: see
+        ``decode_message``) from the joined groups until ``timeout`` passes idle.
 
-        The kernel stamps a notification with the port id of the request that caused
-        it, so a listener can tell its own changes from charon's. When the file descriptor
+        The kernel stamps a notification with the port id and sequence number of the request
+        that caused it, so a listener can tell its own changes from charon's. When the file descriptor
         ``wake`` becomes readable, everything the socket holds is yielded, then (DRAINED, 0,
         None): whatever the kernel had sent before the wake-up has been seen.
         """
@@ -296,13 +341,13 @@ class XfrmSocket:
                     if got is None:
                         break
                     yield from got
-                yield (DRAINED, 0, None)
+                yield (DRAINED, 0, 0, b"")
                 continue
             got = self._receive(0)
             if got is not None:
                 yield from got
 
-    def _receive(self, flags: int) -> list[tuple[int, int, Any]] | None:
+    def _receive(self, flags: int) -> list[tuple[int, int, int, bytes]] | None:
         """One datagram's notifications; None when none waits (non-blocking)."""
         try:
             data = self.sock.recv(self.RECV_SIZE, flags)
@@ -311,6 +356,6 @@ class XfrmSocket:
         except OSError as e:
             if e.errno == errno_mod.ENOBUFS:
                 # the kernel dropped notifications: tell the caller to resync
-                return [(-errno_mod.ENOBUFS, 0, None)]
+                return [(-errno_mod.ENOBUFS, 0, 0, b"")]
             raise
-        return [(mtype, pid, msg) for mtype, _flags, _seq, pid, msg in decode_messages(data)]
+        return [(mtype, pid, seq, chunk) for mtype, _flags, seq, pid, chunk in walk_messages(data)]

@@ -86,7 +86,7 @@ def writes(ns: str, seconds: float) -> None:
     print("ready", file=sys.stderr, flush=True)
     n, end = 0, time.monotonic() + seconds
     while (left := end - time.monotonic()) > 0:
-        n += sum(1 for mtype, _pid, _m in mon.events(timeout=left) if mtype in kinds)
+        n += sum(1 for mtype, _pid, _seq, _raw in mon.events(timeout=left) if mtype in kinds)
     out(writes=n)
 
 
