@@ -64,6 +64,7 @@ class Backend(Protocol):
     def dump_counters(self) -> list[SaCounters]: ...
     def dump_policies(self) -> list[o.XfrmPolicy]: ...
     def get_state(self, sid: o.StateId) -> o.XfrmState | None: ...
+    def get_states(self, sids: Sequence[o.StateId]) -> list[o.XfrmState | None]: ...
     def apply(self, ops: Sequence[Op]) -> list[XfrmError | None]: ...
     def devices(self) -> tuple[dict[str, Device], dict[str, Device]]: ...
 
@@ -87,12 +88,21 @@ class NetlinkBackend:
         return self.sock.dump(c.XFRM_MSG_GETPOLICY, m.xfrm_dump_request_msg(), "dump policies", convert=o.policy_from_msg)
 
     def get_state(self, sid: o.StateId) -> o.XfrmState | None:
-        reply = self.sock.batch([Request(c.XFRM_MSG_GETSA, o.state_id_to_msg(sid), what=f"get state spi 0x{sid.spi:08x}")])[0]
-        if reply.error is not None:
-            if reply.error.errno == errno.ESRCH:
-                return None
-            raise reply.error
-        return o.state_from_msg(reply.messages[0]) if reply.messages else None
+        return self.get_states([sid])[0]
+
+    def get_states(self, sids: Sequence[o.StateId]) -> list[o.XfrmState | None]:
+        """GETSA of each, in socket-sized batches; None for a state the kernel does not hold."""
+        reqs = [Request(c.XFRM_MSG_GETSA, o.state_id_to_msg(sid, plain=True), what=f"get state spi 0x{sid.spi:08x}", convert=o.state_from_msg)
+                for sid in sids]
+        out: list[o.XfrmState | None] = []
+        for reply in self.sock.batch(reqs):
+            if reply.error is not None:
+                if reply.error.errno == errno.ESRCH:
+                    out.append(None)
+                    continue
+                raise reply.error
+            out.append(reply.messages[0] if reply.messages else None)
+        return out
 
     def apply(self, ops: Sequence[Op]) -> list[XfrmError | None]:
         reqs = []
@@ -164,6 +174,9 @@ class MemoryBackend:
 
     def get_state(self, sid: o.StateId) -> o.XfrmState | None:
         return self.states.get(self._skey(sid))
+
+    def get_states(self, sids: Sequence[o.StateId]) -> list[o.XfrmState | None]:
+        return [self.get_state(sid) for sid in sids]
 
     def _one(self, op: Op) -> XfrmError | None:
         what = describe(op)

@@ -18,7 +18,7 @@ from . import planner as pl
 from .backend import AddPolicy, AddState, Backend, DelPolicy, DelState, Op, random_spi
 from .config import Config
 from .held import HeldCopies
-from .mirror import KernelMirror
+from .mirror import KernelMirror, state_key
 from .xfrm.netlink import XfrmError
 from .xfrm.objects import Algo, LifetimeCur, Secret, XfrmState
 
@@ -95,6 +95,74 @@ class Mover:
 
     def move(self, cp: pl.ChildPlan, plan: pl.Plan) -> str | None:
         """Move the child's states to the planned offload and set its policies. Returns a refusal text."""
+        return self.move_many([cp], plan)[0]
+
+    def move_many(self, cps: list[pl.ChildPlan], plan: pl.Plan) -> list[str | None]:
+        """``move`` for several CHILD_SAs, with one read and one write batch for all of them:
+        a hub's promotion was three kernel round trips per CHILD_SA (issue 13). A CHILD_SA
+        whose objects an earlier one of the list touches too waits for a later batch, so the
+        order of writes to one object stays the list's."""
+        out: list[str | None] = [None] * len(cps)
+        todo = list(range(len(cps)))
+        while todo:
+            group: list[int] = []
+            later: list[int] = []
+            seen: set[Any] = set()
+            for i in todo:
+                keys = _touches(cps[i])
+                (later if keys & seen else group).append(i)
+                seen |= keys
+            for i, err in zip(group, self._move_group([cps[i] for i in group], plan)):
+                out[i] = err
+            todo = later
+        return out
+
+    def _move_group(self, cps: list[pl.ChildPlan], plan: pl.Plan) -> list[str | None]:
+        out: list[str | None] = [None] * len(cps)
+        steps = [self._steps(cp, plan) for cp in cps]
+        for i, (drop, _add, changes) in enumerate(steps):
+            refusal = self.probe(changes) if changes else None
+            if refusal:
+                if drop:
+                    log_errors(self.backend.apply(drop), "remove policy")
+                    self._forget(drop)
+                out[i] = refusal
+        # read again just before the swap: counters and sequence numbers moved on
+        ids = [cur.id for i, (_d, _a, changes) in enumerate(steps) if out[i] is None for cur, _new in changes]
+        now_of = {state_key(sid): st for sid, st in zip(ids, self.backend.get_states(ids))}
+        ops: list[Op] = []
+        segments: list[tuple[int, slice, list[DelPolicy], list[AddPolicy], list[tuple[XfrmState, XfrmState, bool]]]] = []
+        for i, (drop, add, changes) in enumerate(steps):
+            if out[i] is not None:
+                continue
+            cp = cps[i]
+            fresh: list[tuple[XfrmState, XfrmState, bool]] = []
+            for cur, new in changes:
+                now = now_of[state_key(cur.id)]
+                if now is None:
+                    self.mirror.drop_state(cur.id)
+                    out[i] = "state disappeared before the move (charon deleted it)"
+                    break
+                outbound = cp.state_out is not None and cur.id == cp.state_out.id
+                if pl.state_matches(now, new.offload):  # moved meanwhile (the rekey follower)
+                    self.mirror.put_state(now)
+                    continue
+                fresh.append((now, pl.moved_state(now, new.offload, outbound, self.cfg.seq_margin), outbound))
+            if out[i] is not None:
+                continue
+            mine: list[Op] = list(drop)
+            for cur, new, _ in fresh:
+                mine += [DelState(cur.id, "remove " + cur.describe()), AddState(new)]
+            mine += add
+            segments.append((i, slice(len(ops), len(ops) + len(mine)), drop, add, fresh))
+            ops += mine
+        errs = self.backend.apply(ops) if ops else []
+        for i, part, drop, add, fresh in segments:
+            out[i] = self._settle(cps[i], ops[part], errs[part], drop, add, fresh)
+        return out
+
+    def _steps(self, cp: pl.ChildPlan, plan: pl.Plan) -> tuple[list[DelPolicy], list[AddPolicy], list[tuple[XfrmState, XfrmState]]]:
+        """What moving ``cp`` takes, as the mirror has its objects: policies to drop and to set, states to replace."""
         target_keys = {pl.policy_key(p) for p in cp.policies}
         drop = [
             DelPolicy(p.id, "remove " + p.describe())
@@ -111,32 +179,11 @@ class Mover:
             if pl.policy_key(p) not in have or pl.policy_content(have[pl.policy_key(p)]) != pl.policy_content(p)
         ]
         changes = pl.state_changes(cp, self.cfg.seq_margin) if cp.target != pl.KEEP else []
-        fresh: list[tuple[XfrmState, XfrmState, bool]] = []
-        if changes:
-            refusal = self.probe(changes)
-            if refusal:
-                if drop:
-                    log_errors(self.backend.apply(drop), "remove policy")
-                    self._forget(drop)
-                return refusal
-            # read again just before the swap: counters and sequence numbers moved on
-            for cur, new in changes:
-                now = self.backend.get_state(cur.id)
-                if now is None:
-                    self.mirror.drop_state(cur.id)
-                    return "state disappeared before the move (charon deleted it)"
-                outbound = cp.state_out is not None and cur.id == cp.state_out.id
-                if pl.state_matches(now, new.offload):  # moved meanwhile (the rekey follower)
-                    self.mirror.put_state(now)
-                    continue
-                fresh.append((now, pl.moved_state(now, new.offload, outbound, self.cfg.seq_margin), outbound))
-        ops: list[Op] = list(drop)
-        for cur, new, _ in fresh:
-            ops += [DelState(cur.id, "remove " + cur.describe()), AddState(new)]
-        ops += add
-        if not ops:
-            return None
-        errs = self.backend.apply(ops)
+        return drop, add, changes
+
+    def _settle(self, cp: pl.ChildPlan, ops: list[Op], errs: list[XfrmError | None], drop: list[DelPolicy], add: list[AddPolicy],
+                fresh: list[tuple[XfrmState, XfrmState, bool]]) -> str | None:
+        """Record one CHILD_SA's part of a write batch; undo it if any of its writes failed."""
         self._forget(drop)
         if not any(errs):
             for a in add:
@@ -185,6 +232,15 @@ class Mover:
     def _forget(self, drop: list[DelPolicy]) -> None:
         for d in drop:
             self.mirror.drop_policy(d.id)
+
+
+def _touches(cp: pl.ChildPlan) -> set[Any]:
+    """The kernel objects a move of ``cp`` may write: its policies' and its states' identities,
+    and its reqid's (the stale policies it drops are found by reqid)."""
+    keys: set[Any] = {("policy", pl.policy_key(p)) for p in cp.policies}
+    keys.add(("reqid", cp.child.reqid))
+    keys |= {("state", state_key(st.id)) for st in (cp.state_in, cp.state_out) if st is not None}
+    return keys
 
 
 def log_errors(errs: list[XfrmError | None], what: str) -> None:

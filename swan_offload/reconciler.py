@@ -11,7 +11,7 @@ import errno
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -35,6 +35,13 @@ log = logging.getLogger("swan_offload.reconciler")
 def _sa_list(sas: SaList | list[ChildSA]) -> SaList:
     """A plain list of CHILD_SAs (tests, the CLI) as a complete list-sas answer."""
     return sas if isinstance(sas, SaList) else SaList(list(sas))
+
+
+# CHILD_SAs a run moves with one read and one write batch, under one hold of the lock: the
+# rekey follower waits for at most this many moves (~5 writes each); a hub's promotion makes
+# 1/64 of the kernel round trips it made one CHILD_SA at a time
+MOVE_BATCH = 64
+_UNMOVED = "not moved yet"  # _apply_child: no batched move was made for this CHILD_SA
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ class Reconciler:
         lock: threading.RLock | None = None,
         mirror_fed: bool = False,
         between: Callable[[], None] | None = None,
+        move_batch: int = MOVE_BATCH,
     ) -> None:
         self.backend = backend
         self.cfg = cfg
@@ -74,11 +82,12 @@ class Reconciler:
         self.scoped_runs = 0  # of which planned one event's IKE_SAs only
         self.drift_repaired = 0
         self.interrupted = False  # interrupt(): the run in progress stops at its next CHILD_SA
-        # called under the lock before each CHILD_SA of a run: the daemon applies the kernel's
+        # called under the lock before each batch of CHILD_SAs of a run: the daemon applies the kernel's
         # notifications queued meanwhile (a hub's promotion writes 50,000 objects in one run:
         # their notifications overflowed the monitor's inbox, and the reload it then needs
         # cost another full resync right after)
         self.between = between
+        self.move_batch = move_batch
         self.last_planned: list[Key] = []  # the CHILD_SAs the last run planned (keys only: a plan of a hub is megabytes)
         # the kernel's objects; ``mirror_fed``: a monitor keeps it current between reconciles
         # (the daemon's); without one every reconcile reloads it from a dump
@@ -246,7 +255,8 @@ class Reconciler:
 
     def _run(self, sas: SaList, view: pl.KernelView, scope: pl.Scope | None) -> pl.Plan:
         """Plan ``sas`` (everything, or a scope) against ``view`` and apply it, taking
-        ``self.lock`` per CHILD_SA: the rekey follower never waits for a whole hub's run."""
+        ``self.lock`` per batch of ``move_batch`` CHILD_SAs: the rekey follower never waits
+        for a whole hub's run."""
         children = sas.children
         with self.lock:
             frozen, _kept = self._frozen(sas, full=scope is None)
@@ -264,7 +274,7 @@ class Reconciler:
                 plan = pl.plan(children, self.cfg, replace(view, refusing_devices=dict(self.refusing)), sas.ikes, frozen, self.ike_ports, scope)
             losses = self.held.loss_count()
             self.interrupted = False
-        for i, cp in enumerate(plan.children):
+        for i in range(0, len(plan.children), self.move_batch):
             with self.lock:
                 if self.between is not None:
                     self.between()
@@ -273,7 +283,7 @@ class Reconciler:
                     # rest of this plan was made for that device: the full resync that follows replans
                     log.info("a device went down during this run: %d CHILD_SA(s) left to the resync that follows", len(plan.children) - i)
                     return plan
-                self._apply_child(cp, plan)
+                self._apply_children(plan.children[i : i + self.move_batch], plan)
         with self.lock:
             planned = {cp.child.reqid for cp in plan.children if cp.target != pl.PENDING}
             # stale policies of a planned child were removed in that child's own batch
@@ -454,7 +464,15 @@ class Reconciler:
             refused = True
         return refused
 
-    def _apply_child(self, cp: pl.ChildPlan, plan: pl.Plan) -> None:
+    def _apply_children(self, cps: Sequence[pl.ChildPlan], plan: pl.Plan) -> None:
+        """Each CHILD_SA's plan; the moves to packet offload in one batch (Mover.move_many)."""
+        moving = [cp for cp in cps if cp.target == pl.PACKET]
+        moved = dict(zip(map(id, moving), self.mover.move_many(moving, plan))) if moving else {}
+        for cp in cps:
+            self._apply_child(cp, plan, moved.get(id(cp), _UNMOVED))
+
+    def _apply_child(self, cp: pl.ChildPlan, plan: pl.Plan, moved: str | None = _UNMOVED) -> None:
+        """``moved``: the result of this CHILD_SA's move to packet offload, if made already."""
         if cp.target == pl.PENDING and cp.child.key in self.outcomes and cp.state_in and cp.state_out:
             return  # being rekeyed or deleted: its SAs are still where the last decision put them
         if cp.target in (pl.OFF, pl.NATIVE, pl.PENDING, pl.KEEP):
@@ -463,7 +481,7 @@ class Reconciler:
         if cp.target == pl.PACKET:
             # a refusal is remembered for this CHILD_SA (the planner reads the memo): probing
             # again would only repeat it
-            err = self.mover.move(cp, plan)
+            err = self.mover.move(cp, plan) if moved is _UNMOVED else moved
             if err is None:
                 self.ledger.record(cp, pl.PACKET, "")
                 self._hold_child(cp)

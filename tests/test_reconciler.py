@@ -311,13 +311,13 @@ def test_a_link_event_restores_at_once_and_an_orphan_goes_with_its_child():
 
 
 def test_a_device_loss_during_a_run_is_restored_at_once_and_stops_the_run():
-    """The link monitor's thread restores between two CHILD_SAs of a run (the daemon's lock is
-    taken per CHILD_SA; interrupt() stops the run first, so the lock comes free at once). The
+    """The link monitor's thread restores between two batches of a run (the daemon's lock is
+    taken per batch of CHILD_SAs; interrupt() stops the run first, so the lock comes free at once). The
     run's plan was made for the device that is gone: nothing more is moved to it, what this
     run had moved is restored too (copies are taken at each move), and the resync replans."""
     kids = [child(name=f"k{i}", uniqueid=i, reqid=i, spi_in=0xC0000000 + i, spi_out=0xC1000000 + i, rts=(f"10.9.{i}.0/24",)) for i in range(1, 6)]
     k = kernel_with(kids)
-    r = Reconciler(k, config.Config(), CAPS, lock=threading.RLock())
+    r = Reconciler(k, config.Config(), CAPS, lock=threading.RLock(), move_batch=2)
     applied, link = [], []
     real_apply = k.apply
 
@@ -331,7 +331,7 @@ def test_a_device_loss_during_a_run_is_restored_at_once_and_stops_the_run():
         out = real_apply(ops)
         moved = {op.state.spi for op in ops if isinstance(op, AddState) and op.state.offload}
         applied.extend(ch.uniqueid for ch in kids if ch.spi_out in moved)
-        if len(applied) == 2 and not link:  # the device goes down during the second CHILD_SA's move
+        if len(applied) == 2 and not link:  # the device goes down during the first batch's moves
             r.interrupt()
             link.append(threading.Thread(target=restore))
             link[0].start()
@@ -348,8 +348,8 @@ def test_a_device_loss_during_a_run_is_restored_at_once_and_stops_the_run():
     assert sum(bool(s.offload) for s in k.states.values()) == 10
 
 
-def test_a_run_hands_the_lock_to_the_notifications_before_each_child():
-    """The daemon applies queued notifications before each CHILD_SA of a run (``between``):
+def test_a_run_hands_the_lock_to_the_notifications_before_each_batch():
+    """The daemon applies queued notifications before each batch of CHILD_SAs of a run (``between``):
     a hub's promotion of 10,000 is one run, whose own 50,000 notifications overflowed the
     monitor's inbox and cost a reload (another full resync) right after it."""
     kids = [child(name=f"k{i}", uniqueid=i, reqid=i, spi_in=0xC0000000 + i, spi_out=0xC1000000 + i, rts=(f"10.9.{i}.0/24",)) for i in range(1, 6)]
@@ -361,9 +361,63 @@ def test_a_run_hands_the_lock_to_the_notifications_before_each_child():
         assert lock._is_owned()  # under the lock, as the mirror's only writer wants
         seen.append(sum(bool(s.offload) for s in k.states.values()))
 
-    r = Reconciler(k, config.Config(), CAPS, lock=lock, between=between)
+    r = Reconciler(k, config.Config(), CAPS, lock=lock, between=between, move_batch=2)
     r.reconcile(kids)
-    assert seen == [0, 2, 4, 6, 8]  # before each CHILD_SA's move, with the moves so far done
+    assert seen == [0, 4, 8]  # before each batch of 2 CHILD_SAs, with the moves so far done
+
+
+class CountingReads(MemoryBackend):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.reads: list[int] = []
+
+    def get_states(self, sids):
+        self.reads.append(len(sids))
+        return super().get_states(sids)
+
+
+def test_a_batch_of_children_moves_with_one_read_and_one_write():
+    """A hub's promotion made three kernel round trips per CHILD_SA (two GETSA, one write
+    batch): 7 CHILD_SAs in batches of 3 are read in 3 batches and written in 3, besides the
+    one probe of their shared SA shape, and each CHILD_SA ends in packet offload."""
+    kids = [child(name=f"k{i}", uniqueid=i, reqid=i, spi_in=0xC0000000 + i, spi_out=0xC1000000 + i, rts=(f"10.9.{i}.0/24",)) for i in range(1, 8)]
+    k = kernel_with(kids, cls=CountingReads)
+    r = Reconciler(k, config.Config(), CAPS, move_batch=3)
+    r.reconcile(kids)
+    assert all(r.outcomes[ch.key].mode == "packet" for ch in kids)
+    assert sum(bool(s.offload) for s in k.states.values()) == 14
+    moves = [b for b in k.batches if any(isinstance(op, AddState) and op.state.spi >= 0xC0000000 for op in b)]
+    assert [sum(isinstance(op, AddState) for op in b) for b in moves] == [6, 6, 2]
+    assert [n for n in k.reads if n > 1] == [6, 6, 2]
+
+
+class RefusesOne(MemoryBackend):
+    """The device takes every SA but one CHILD_SA's inbound (a full SA table, say)."""
+
+    def __init__(self, spi, *a, **kw):
+        super().__init__(*a, **kw)
+        self.victim = spi
+
+    def _one(self, op):
+        if isinstance(op, AddState) and op.state.offload and op.state.spi == self.victim:
+            return XfrmError(errno.ENOSPC, "Device failed to offload this state", "add state")
+        return super()._one(op)
+
+
+def test_a_refusal_inside_a_batch_undoes_that_child_only():
+    """One write batch holds several CHILD_SAs' moves: the one whose SA the device refuses is
+    put back and goes to its fallback; the others in the same batch stay in packet offload."""
+    kids = [child(name=f"k{i}", uniqueid=i, reqid=i, spi_in=0xC0000000 + i, spi_out=0xC1000000 + i, rts=(f"10.9.{i}.0/24",)) for i in range(1, 5)]
+    k = kernel_with(kids, cls=lambda refuse=None: RefusesOne(0xC0000003, refuse))
+    before = {spi: s for (_d, spi, _p), s in k.states.items()}
+    r = Reconciler(k, config.parse('[[rule]]\nfallback = "software"\n'), CAPS)
+    r.reconcile(kids)
+    assert {ch.uniqueid: r.outcomes[ch.key].mode for ch in kids} == {1: "packet", 2: "packet", 3: "software", 4: "packet"}
+    assert "Device failed to offload this state" in r.outcomes[kids[2].key].reason
+    assert set(offloads(k)) == set(before)  # nothing lost
+    assert offloads(k)[0xC0000003] is None and offloads(k)[0xC1000003] is None
+    assert sum(f is not None for f in offloads(k).values()) == 6
+    assert not [p for p in k.policies.values() if pl.is_agent_policy(p) and any(t.reqid == 3 for t in p.templates)]
 
 
 def test_a_restore_that_finds_the_state_there_leaves_it_and_its_copy():
