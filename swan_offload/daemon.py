@@ -107,7 +107,7 @@ class Daemon:
         self.monitor = XfrmMonitor(self.q, port, netns, self._follow, written=written) if port is not None else None
         # the reconciler's collaborators, the daemon's too: the monitor's notifications feed the
         # kernel mirror (_apply_inbox), status reads the ledger. The reconciler is driven from
-        # the main and the monitor thread; a full run takes the lock per CHILD_SA
+        # the main and the monitor thread; a full run takes the lock per batch of CHILD_SAs
         # (Reconciler._run), so the rekey follower never waits for a whole hub
         self.mirror = KernelMirror()
         self.ledger = Ledger()
