@@ -175,8 +175,8 @@ def walk_messages(data: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
         off += (length + 3) & ~3
 
 
-def _decode(mtype: int, chunk: bytes) -> Any:
-    """A whole message as its XFRM message class (unpacked by pack.py, or by pyroute2 where
+def decode_message(mtype: int, chunk: bytes) -> Any:
+    """A whole message (as ``events`` yields it) as its XFRM message class (unpacked by pack.py, or by pyroute2 where
     pack has no rule), or its payload for other types."""
     cls = MESSAGE_CLASSES.get(mtype)
     if cls is None:
@@ -200,15 +200,10 @@ def _encode(msg: Any, mtype: int, flags: int, seq: int, port: int) -> bytes:
         return bytes(full.data)
 
 
-def decode_message(mtype: int, chunk: bytes) -> Any:
-    """A whole message (as ``events`` yields it) decoded: its XFRM message class, or its payload."""
-    return _decode(mtype, chunk)
-
-
 def decode_messages(data: bytes) -> Iterator[tuple[int, int, int, int, Any]]:
     """Yield (type, flags, seq, port, decoded XFRM message or raw payload) for each message."""
     for mtype, flags, seq, pid, chunk in walk_messages(data):
-        yield mtype, flags, seq, pid, _decode(mtype, chunk)
+        yield mtype, flags, seq, pid, decode_message(mtype, chunk)
 
 
 def open_netlink(protocol: int, netns: str | None = None) -> socket.socket:
@@ -298,7 +293,7 @@ class XfrmSocket:
                 if seq not in replies:
                     continue
                 if mtype not in (NLMSG_ERROR, NLMSG_DONE):
-                    got = chunk if seq in raw else _decode(mtype, chunk)
+                    got = chunk if seq in raw else decode_message(mtype, chunk)
                     replies[seq].messages.append(converts[seq](got) if seq in converts else got)
                     continue
                 if mtype == NLMSG_ERROR:
@@ -327,7 +322,7 @@ class XfrmSocket:
         The kernel stamps a notification with the port id and sequence number of the request
         that caused it, so a listener can tell its own changes from charon's. When the file descriptor
         ``wake`` becomes readable, everything the socket holds is yielded, then (DRAINED, 0,
-        None): whatever the kernel had sent before the wake-up has been seen.
+        0, b""): whatever the kernel had sent before the wake-up has been seen.
         """
         fds: list[Any] = [self.sock] + ([wake] if wake is not None else [])
         while True:
