@@ -65,6 +65,7 @@ class Config:
     # the idle full resync takes at most this share of a core: it waits at least its own last
     # duration / resync_share (a hub's lasts minutes under emulation)
     resync_share: float = 0.01
+    move_batch: int = 64  # CHILD_SAs moved per netlink read and write batch (and per lock hold)
 
     def rule_for(self, conn: str, child: str) -> Rule:
         """First matching rule wins; with none, the CHILD_SA is left alone."""
@@ -152,6 +153,9 @@ def parse(text: str, path: str = "<string>") -> Config:
     share = float(_take(agent, "resync_share", (int, float), path, "agent.", Config.resync_share))
     if not 0 < share <= 1:
         raise ConfigError(path, "agent.resync_share", "must be in (0, 1]")
+    move_batch = _take(agent, "move_batch", int, path, "agent.", Config.move_batch)
+    if not 0 < move_batch <= 4096:
+        raise ConfigError(path, "agent.move_batch", "must be in 1..4096")
     rekey_restored = _take(agent, "rekey_after_restore", bool, path, "agent.", True)
     control = _take(agent, "control_socket", str, path, "agent.", DEFAULT_CONTROL)
     if control and not control.startswith("/"):
@@ -181,7 +185,7 @@ def parse(text: str, path: str = "<string>") -> Config:
         )
         _no_leftovers(r, path, where)
         rules.append(rule)
-    return Config(path, sock, recon, level, top, bypass, tuple(ports), margin, status_file, resync, rekey_restored, listen, control, tuple(rules), tuple(ike_addrs), max_pps, share)
+    return Config(path, sock, recon, level, top, bypass, tuple(ports), margin, status_file, resync, rekey_restored, listen, control, tuple(rules), tuple(ike_addrs), max_pps, share, move_batch)
 
 
 def load(path: str | Path) -> Config:

@@ -37,10 +37,6 @@ def _sa_list(sas: SaList | list[ChildSA]) -> SaList:
     return sas if isinstance(sas, SaList) else SaList(list(sas))
 
 
-# CHILD_SAs a run moves with one read and one write batch, under one hold of the lock: the
-# rekey follower waits for at most this many moves (~5 writes each); a hub's promotion makes
-# 1/64 of the kernel round trips it made one CHILD_SA at a time
-MOVE_BATCH = 64
 _UNMOVED = "not moved yet"  # _apply_child: no batched move was made for this CHILD_SA
 
 
@@ -69,7 +65,7 @@ class Reconciler:
         lock: threading.RLock | None = None,
         mirror_fed: bool = False,
         between: Callable[[], None] | None = None,
-        move_batch: int = MOVE_BATCH,
+        move_batch: int | None = None,
     ) -> None:
         self.backend = backend
         self.cfg = cfg
@@ -81,20 +77,23 @@ class Reconciler:
         self.runs = 0
         self.scoped_runs = 0  # of which planned one event's IKE_SAs only
         self.drift_repaired = 0
-        self.interrupted = False  # interrupt(): the run in progress stops at its next CHILD_SA
+        self.interrupted = False  # interrupt(): the run in progress stops at its next batch
         # called under the lock before each batch of CHILD_SAs of a run: the daemon applies the kernel's
         # notifications queued meanwhile (a hub's promotion writes 50,000 objects in one run:
         # their notifications overflowed the monitor's inbox, and the reload it then needs
         # cost another full resync right after)
         self.between = between
-        self.move_batch = move_batch
+        # CHILD_SAs moved with one read and one write batch, under one hold of the lock: the
+        # rekey follower waits for at most this many moves (~5 writes each); at 64 a hub's
+        # promotion makes 1/64 of the kernel round trips it made one CHILD_SA at a time
+        self.move_batch = move_batch or cfg.move_batch
         self.last_planned: list[Key] = []  # the CHILD_SAs the last run planned (keys only: a plan of a hub is megabytes)
         # the kernel's objects; ``mirror_fed``: a monitor keeps it current between reconciles
         # (the daemon's); without one every reconcile reloads it from a dump
         self.mirror = mirror or KernelMirror()
         self.mirror_fed = mirror_fed
         # what the monitor thread's follow() shares with a run: the daemon passes its lock;
-        # a run takes it per CHILD_SA, not for all of them
+        # a run takes it per batch of CHILD_SAs, not for all of them
         self.lock: threading.RLock = lock or threading.RLock()
         self.held = HeldCopies()
         self.restored: dict[Key, ChildSA] = {}  # put back in software, not yet rekeyed
@@ -317,7 +316,7 @@ class Reconciler:
 
     def interrupt(self) -> None:
         """From another thread, before it takes the lock (a device loss to restore): the run in
-        progress stops at its next CHILD_SA, so the lock is not handed back and forth for a
+        progress stops at its next batch of CHILD_SAs, so the lock is not handed back and forth for a
         whole hub before the restore gets it."""
         self.interrupted = True
 
@@ -467,7 +466,7 @@ class Reconciler:
     def _apply_children(self, cps: Sequence[pl.ChildPlan], plan: pl.Plan) -> None:
         """Each CHILD_SA's plan; the moves to packet offload in one batch (Mover.move_many)."""
         moving = [cp for cp in cps if cp.target == pl.PACKET]
-        moved = dict(zip(map(id, moving), self.mover.move_many(moving, plan))) if moving else {}
+        moved = dict(zip(map(id, moving), self.mover.move_many(moving, plan)))
         for cp in cps:
             self._apply_child(cp, plan, moved.get(id(cp), _UNMOVED))
 

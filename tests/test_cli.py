@@ -33,6 +33,8 @@ def test_bad_config_names_file_key_reason(tmp_path, capsys):
         ("[agent]\nrekey_after_restore = 1\n", "agent.rekey_after_restore"),
         ("[agent]\nresync_share = 0\n", "agent.resync_share"),
         ("[agent]\nresync_share = 1.5\n", "agent.resync_share"),
+        ("[agent]\nmove_batch = 0\n", "agent.move_batch"),
+        ("[agent]\nmove_batch = 8.5\n", "agent.move_batch"),
     ],
 )
 def test_config_errors(text, key):
@@ -45,6 +47,8 @@ def test_shipped_config_is_valid_and_matches_defaults():
     shipped = config.load(os.path.join(os.path.dirname(__file__), "..", "conf", "swan-offload.toml"))
     assert shipped.rules == config.Config().rules and shipped.priority_top == config.Config().priority_top
     assert (shipped.resync_seconds, shipped.resync_share) == (config.Config().resync_seconds, config.Config().resync_share)
+    assert shipped.move_batch == config.Config().move_batch
+    assert config.parse("[agent]\nmove_batch = 4\n", "f.toml").move_batch == 4
 
 
 def test_status_without_daemon_says_how_to_start(tmp_path, capsys):

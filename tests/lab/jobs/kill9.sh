@@ -11,7 +11,8 @@ lab_load gwa /run/many-gwa.conf && lab_load gwb /run/many-gwb.conf
 lab_initiate_many $N
 lab_check up
 lab_section udp_before; lab_udp 5001-$((5000 + N)) 2
-lab_agent_conf "many/* crypto"
+# moves of 4 CHILD_SAs per batch (64 shipped: one batch would decide all 50 before any kill)
+LAB_AGENT_EXTRA="move_batch = 4" lab_agent_conf "many/* crypto"
 for at in 3 10 25; do
     lab_agent_start
     # kill once the agent has decided $at CHILD_SAs: mid-run, most likely mid-probe
