@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import capability, control, metrics, model, sdnotify, vici_source
+from . import mirror as mi
 from .backend import Backend, NetlinkBackend
 from .charon_mirror import CharonMirror, Scope, event_scope
 from .config import Config
@@ -56,6 +57,8 @@ EXTEND_EVERY = 10.0
 # always writes it, and the control socket answers live
 STATUS_EVERY = 1.0
 STATUS_SHARE = 0.02
+# objects a drift warning names (identities only); the count says how many more
+DRIFT_NAMED = 5
 
 
 def previous_children(status_file: str) -> set[tuple[int, int]]:
@@ -470,10 +473,14 @@ class Daemon:
         self._apply_inbox()
         wrong = self.reconciler.reload()
         self._catch_up()
-        wrong -= {(ch.kind, ch.key) for ch in self.monitor.inbox if isinstance(ch, Change)}
+        for ch in list(self.monitor.inbox):
+            if isinstance(ch, Change):
+                wrong.pop((ch.kind, ch.key), None)
         if wrong:
             self.mirror.drift += len(wrong)
-            log.warning("kernel mirror differed from the kernel in %d object(s); reloaded", len(wrong))
+            some = "; ".join(f"{mi.describe(kind, key)} {how}" for (kind, key), how in list(wrong.items())[:DRIFT_NAMED])
+            log.warning("kernel mirror differed from the kernel in %d object(s), reloaded: %s%s", len(wrong), some,
+                        " ..." if len(wrong) > DRIFT_NAMED else "")
 
     def _note_unreadable(self, sas: model.SaList, scoped: bool) -> None:
         for err in sas.errors:

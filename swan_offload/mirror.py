@@ -29,6 +29,14 @@ def state_key(s: o.XfrmState | o.StateId) -> StateKey:
     return (s.daddr, s.spi, s.proto)
 
 
+def is_larval(s: o.XfrmState) -> bool:
+    """A state the kernel holds for a negotiation, not an SA: an SPI charon allocated
+    (ALLOCSPI, answered to charon alone) or an acquire's placeholder (which expires without
+    a word). Only a dump shows one, and it has no algorithm: the mirror leaves them out, or
+    every dump taken mid-negotiation would read as drift."""
+    return s.aead is None and s.crypt is None and s.auth is None and s.comp is None
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     """One notification, decoded: an object set (new or updated) or deleted."""
@@ -93,16 +101,17 @@ class KernelMirror:
         if self.valid:
             self.valid, self.why = False, why
 
-    def load(self, states: list[o.XfrmState], policies: list[o.XfrmPolicy]) -> set[tuple[str, Any]]:
-        """Replace everything by one dump; returns the objects the mirror had wrong (missing,
-        extra or different in what the planner reads), as ("state"|"policy", key), when it
-        was valid. The caller excuses those changed while the dump ran (see daemon)."""
-        new_states = {state_key(s): s for s in states}
+    def load(self, states: list[o.XfrmState], policies: list[o.XfrmPolicy]) -> dict[tuple[str, Any], str]:
+        """Replace everything by one dump; returns the objects the mirror had wrong, as
+        ("state"|"policy", key) -> "missing" | "extra" | "different" (in what the planner
+        reads), when it was valid. The caller excuses those changed while the dump ran (see
+        daemon)."""
+        new_states = {state_key(s): s for s in states if not is_larval(s)}
         new_policies = {pl.policy_key(p): p for p in policies}
-        wrong: set[tuple[str, Any]] = set()
+        wrong: dict[tuple[str, Any], str] = {}
         if self.valid:
-            wrong = {("state", k) for k in _differ(self.states, new_states, _state_content)}
-            wrong |= {("policy", k) for k in _differ(self.policies, new_policies, pl.policy_content)}
+            wrong = {("state", k): how for k, how in _differ(self.states, new_states, _state_content).items()}
+            wrong |= {("policy", k): how for k, how in _differ(self.policies, new_policies, pl.policy_content).items()}
         self.states, self.policies = new_states, new_policies
         self.index = PolicyIndex(list(new_policies.values()), pl.is_agent_policy)
         self.valid, self.why, self.touched = True, "", set()
@@ -153,5 +162,17 @@ def _state_content(s: o.XfrmState) -> tuple[Any, ...]:
     return (s.reqid, s.mode, s.offload, s.sel, s.mark, s.if_id, s.encap, s.flags)
 
 
-def _differ(old: dict[Any, Any], new: dict[Any, Any], content: Any) -> set[Any]:
-    return set(old.keys() ^ new.keys()) | {k for k in old.keys() & new.keys() if content(old[k]) != content(new[k])}
+def _differ(old: dict[Any, Any], new: dict[Any, Any], content: Any) -> dict[Any, str]:
+    """Keys the mirror (``old``) has wrong against a dump (``new``), and how."""
+    out = {k: "missing" for k in new.keys() - old.keys()} | {k: "extra" for k in old.keys() - new.keys()}
+    return out | {k: "different" for k in old.keys() & new.keys() if content(old[k]) != content(new[k])}
+
+
+def describe(kind: str, key: Any) -> str:
+    """An object's identity for a log line (addresses, SPI, selector: never keys)."""
+    if kind == "state":
+        daddr, spi, proto = key
+        return f"state {daddr} spi 0x{spi:08x} proto {proto}"
+    sel, d, mark, if_id = key
+    return f"policy {sel.saddr}/{sel.prefixlen_s} -> {sel.daddr}/{sel.prefixlen_d} proto {sel.proto} dir {d}" + (
+        f" mark {mark}" if mark else "") + (f" if_id {if_id}" if if_id else "")

@@ -114,8 +114,8 @@ class Reconciler:
 
     # ------------------------------------------------------------ reading
 
-    def reload(self) -> set[tuple[str, Any]]:
-        """Load the kernel mirror from one dump; returns what the mirror had wrong."""
+    def reload(self) -> dict[tuple[str, Any], str]:
+        """Load the kernel mirror from one dump; returns what the mirror had wrong, and how."""
         return self.mirror.load(self.backend.dump_states(), self.backend.dump_policies())
 
     def view(self) -> pl.KernelView:
