@@ -175,16 +175,30 @@ class StandIn:
                        "remote-host": remote, "remote-port": "500", "child-sas": kids}}  # fmt: skip
 
     def _publish(self) -> None:
-        """server.sas from the children and the rekeyed ones still there."""
-        rows = [(ch, "INSTALLED") for ch in self.children.values()] + [(ch, "REKEYED") for ch in self.rekeyed.values()]
+        """server.sas from the children (at start)."""
         if self.shape == "many":
-            kids = {f"{ch.name}-{ch.uniqueid}": self._section(ch, st) for ch, st in rows}
+            kids = {f"{ch.name}-{ch.uniqueid}": self._section(ch) for ch in self.children.values()}
             self.server.sas = [self._ike("many", 1, "192.0.2.2", kids)]
             return
-        by_ike: dict[int, dict] = {}
-        for ch, st in rows:
-            by_ike.setdefault(ch.ike_uniqueid, {})[f"{ch.name}-{ch.uniqueid}"] = (ch, self._section(ch, st))
-        self.server.sas = [self._ike(f"s{i}", i, next(iter(k.values()))[0].remote_host, {n: s for n, (_c, s) in k.items()}) for i, k in sorted(by_ike.items())]
+        self.server.sas = [self._ike(ch.ike_name, ch.ike_uniqueid, ch.remote_host, {f"{ch.name}-{ch.uniqueid}": self._section(ch)})
+                           for ch in sorted(self.children.values(), key=lambda ch: ch.ike_uniqueid)]
+        self.position = {ch.ike_uniqueid: k for k, ch in enumerate(sorted(self.children.values(), key=lambda ch: ch.ike_uniqueid))}
+
+    def _republish(self, ch, gone=None) -> None:  # type: ignore[no-untyped-def]
+        """The IKE_SA of ``ch`` in server.sas after a rekey or a delete, as charon changes the one
+        IKE_SA: rebuilding every section made the stand-in's rekey O(N), 1.3 s at 10,000.
+        Replaced, not changed in place: the server may be listing it meanwhile."""
+        rows = [(x, "INSTALLED") for x in (self.children[self._index(ch)],)] + [
+            (x, "REKEYED") for x in self.rekeyed.values() if x.ike_uniqueid == ch.ike_uniqueid]
+        if self.shape == "many":
+            kids = dict(self.server.sas[0]["many"]["child-sas"])
+            if gone is not None:
+                kids.pop(f"{gone.name}-{gone.uniqueid}", None)
+            kids |= {f"{x.name}-{x.uniqueid}": self._section(x, st) for x, st in rows if x.name == ch.name}
+            self.server.sas = [self._ike("many", 1, "192.0.2.2", kids)]
+            return
+        kids = {f"{x.name}-{x.uniqueid}": self._section(x, st) for x, st in rows}
+        self.server.sas[self.position[ch.ike_uniqueid]] = self._ike(ch.ike_name, ch.ike_uniqueid, ch.remote_host, kids)
 
     def rekey(self, req: dict) -> dict:
         """charon's rekey of one CHILD_SA, as seen from the kernel and VICI."""
@@ -202,7 +216,7 @@ class StandIn:
                 return {"success": "no", "errmsg": f"kernel: {next(e for e in errs if e)}"}
             self.children[self._index(new)] = new
             self.rekeyed[old.uniqueid] = old
-            self._publish()
+            self._republish(new)
         ike = self._ike(new.ike_name, new.ike_uniqueid, new.remote_host, {new.name: {"old": self._section(old, "REKEYED"), "new": self._section(new)}})
         self.server.emit("child-rekey", ike)
         threading.Timer(DELETE_REKEYED_DELAY, self._delete, (old,)).start()
@@ -213,7 +227,7 @@ class StandIn:
             states, _p = charon_objects(old)
             self.kernel.apply([DelState(s.id) for s in states])
             self.rekeyed.pop(old.uniqueid, None)
-            self._publish()
+            self._republish(old, gone=old)
 
 
 def main() -> None:
