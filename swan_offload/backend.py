@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from .links import IFF_UP
+from .links import read_devices
 from .planner import Device
 from .xfrm import constants as c
 from .xfrm import messages as m
@@ -124,19 +124,10 @@ class NetlinkBackend:
 
     def devices(self) -> tuple[dict[str, Device], dict[str, Device]]:
         """(local address -> device, interface name -> device), read with rtnetlink."""
-        from pyroute2 import IPRoute
-
-        with IPRoute(netns=self.netns) if self.netns else IPRoute() as ipr:
-            by_name = {}
-            for link in ipr.get_links():
-                name = link.get_attr("IFLA_IFNAME")
-                by_name[name] = Device(link["index"], name, bool(link["flags"] & IFF_UP))
-            by_index = {d.ifindex: d for d in by_name.values()}
-            by_addr = {}
-            for a in ipr.get_addr():
-                addr = a.get_attr("IFA_ADDRESS") or a.get_attr("IFA_LOCAL")
-                if addr and a["index"] in by_index:
-                    by_addr[addr] = by_index[a["index"]]
+        links, addresses = read_devices(self.netns)
+        by_name = {name: Device(index, name, up) for index, name, up in links}
+        by_index = {d.ifindex: d for d in by_name.values()}
+        by_addr = {addr: by_index[index] for index, addr in addresses if index in by_index}
         return by_addr, by_name
 
 

@@ -59,3 +59,29 @@ def test_monitor_reports_down_up_and_delete(netns):
         mon.stop()
         mon.join(3)
         b.close()
+
+
+@pytest.mark.netns
+def test_the_device_dump_reads_what_pyroute2_reads(netns):
+    """links.read_devices (struct over rtnetlink) against pyroute2's IPRoute on the same
+    netns: names, indexes, IFF_UP, IPv4 and IPv6 addresses (IFA_ADDRESS, else IFA_LOCAL)."""
+    from pyroute2 import IPRoute
+
+    from swan_offload.links import read_devices
+
+    ip = ["ip", "-n", netns]
+    if not any(subprocess.run(ip + ["link", "add", "off0", "type", t], capture_output=True).returncode == 0 for t in ("dummy", "bridge")):
+        skip_unless_required("the kernel has neither dummy nor bridge devices")
+    for i in range(1, 40):  # more than one datagram of addresses
+        subprocess.run(ip + ["addr", "add", f"192.0.2.{i}/24", "dev", "off0"], check=True)
+    subprocess.run(ip + ["-6", "addr", "add", "2001:db8::1/64", "dev", "off0", "nodad"], check=True)
+    subprocess.run(ip + ["link", "set", "off0", "up"], check=True)
+    subprocess.run(ip + ["link", "add", "off1", "type", "dummy"], capture_output=True)
+    links, addresses = read_devices(netns)
+    with IPRoute(netns=netns) as ipr:
+        want_links = sorted((x["index"], x.get_attr("IFLA_IFNAME"), bool(x["flags"] & 1)) for x in ipr.get_links())
+        want_addrs = sorted((a["index"], a.get_attr("IFA_ADDRESS") or a.get_attr("IFA_LOCAL")) for a in ipr.get_addr())
+    assert sorted(links) == want_links and ("off0" in {n for _i, n, up in links if up})
+    assert sorted(addresses) == want_addrs and len(addresses) >= 40 and any(a == "2001:db8::1" for _i, a in addresses)
+    by_addr, by_name = NetlinkBackend(netns).devices()
+    assert by_addr["192.0.2.39"] is by_name["off0"] and by_addr["2001:db8::1"].name == "off0" and by_name["off0"].up

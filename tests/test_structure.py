@@ -35,3 +35,26 @@ def test_the_vocabulary_imports_nothing_of_the_package():
     imported = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not {m for m in imported if m.startswith(("swan_offload", ".")) or m == ""}, imported
+
+
+def test_the_agent_loads_two_pyroute2_base_classes_not_all_of_pyroute2():
+    """pyroute2's own __init__ imports every netlink family it has: 20 MB of RSS, most of
+    issue 13's budget. A fresh agent process (imports, a device read) holds only the
+    netlink core; anyone asking pyroute2 for a name still gets the real package."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, swan_offload.cli, swan_offload.daemon\n"
+        "from swan_offload.backend import NetlinkBackend\n"
+        "NetlinkBackend().devices()\n"
+        "print(sorted(m for m in sys.modules if m.startswith('pyroute2')))\n"
+        "from pyroute2 import IPRoute\n"
+        "import pyroute2\n"
+        "print(IPRoute.__module__, pyroute2.__version__, 'pyroute2.ndb' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PKG.parent).stdout.splitlines()
+    loaded = ast.literal_eval(out[0])
+    assert "pyroute2.netlink" in loaded and len(loaded) <= 8, loaded
+    assert not any(m.startswith(("pyroute2.iproute", "pyroute2.ndb", "pyroute2.ipdb")) for m in loaded), loaded
+    assert out[1].startswith("pyroute2.iproute") and out[1].endswith("True")
