@@ -20,7 +20,10 @@ agent then knows only what events name). Figures (seconds unless named):
               max of 3); event_status_s -> the status file shows it (it is written at most
               every second, or at 2 % of a core: at a large N it lags)
   restart_s, restart_writes   agent restart with all offloaded -> all decided; kernel writes meanwhile
-  restore_s, restore_missing  wan down -> every SA back in the kernel (software); missing after 60 s
+  restore_s, restore_missing  wan down -> every SA back in the kernel (software), seen on the
+              kernel's NEWSA notifications; missing after 60 s (one dump)
+  restore_floor_s  every SA added back in one apply() (socket-sized datagrams), no logic: what
+              the kernel itself takes for a restore; restore_over_floor the ratio
   reoffload_s wan up -> all N in packet offload again (charon rekeys the restored ones)
 
 With --profile each agent start runs under tests/lab/jobs/sampler.py (its stacks every 10 ms,
@@ -91,6 +94,8 @@ def measure(n: int, standin: str | None = None, profile: bool = False) -> dict[s
         fig["udp_children_ok"] = sum(v == 2 for v in udp.values())
     if isinstance(fig.get("promote_s"), float) and isinstance(fig.get("floor_s"), float) and fig["floor_s"]:
         fig["promote_over_floor"] = round(fig["promote_s"] / fig["floor_s"], 1)  # type: ignore[operator]
+    if isinstance(fig.get("restore_s"), float) and isinstance(fig.get("restore_floor_s"), float) and fig["restore_floor_s"]:
+        fig["restore_over_floor"] = round(fig["restore_s"] / fig["restore_floor_s"], 1)  # type: ignore[operator]
     if isinstance(fig.get("restart_s"), float) and isinstance(fig.get("read_s"), float) and fig["read_s"]:
         fig["restart_over_read"] = round(fig["restart_s"] / fig["read_s"], 1)  # type: ignore[operator]
     return fig

@@ -282,19 +282,14 @@ lab_conf_many() {
     done
 }
 
-# lab_initiate_many N: bring up c1..cN of "many" from gwa: c1 first, then 6 at a time
-# (each blocking initiate holds one of charon's 16 worker threads until it completes).
+# lab_initiate_many N: bring up c1..cN of "many" from gwa: c1 first (the IKE_SA), then the
+# others queued on it over one VICI session (jobs/initiate_many.py).
 lab_initiate_many() {
-    local i pids= n=0
     lab_initiate c1 many || return
-    for i in $(seq 2 "$1"); do
-        lab_swanctl gwa --initiate --child "c$i" --ike many --timeout 60 >>/run/gwa/initiate-many.out 2>&1 &
-        pids="$pids $!" n=$((n + 1))
-        if [ $n = 6 ] || [ "$i" = "$1" ]; then
-            for p in $pids; do wait "$p" || { lab_die "initiate failed: $(tail -n 5 /run/gwa/initiate-many.out)"; return 1; }; done
-            pids= n=0
-        fi
-    done
+    [ "$1" -gt 1 ] || return 0
+    ip netns exec gwa "$LAB_PY" "$LAB_DIR/jobs/initiate_many.py" /run/gwa/charon.vici many "$1" >/run/gwa/initiate-many.out 2>&1 ||
+        { lab_die "initiate failed: $(tail -n 5 /run/gwa/initiate-many.out)"; return 1; }
+    cat /run/gwa/initiate-many.out >&2
 }
 
 # lab_many_up N: the topology, charon on both gateways, c1..cN of "many" up (lab_conf_many).
