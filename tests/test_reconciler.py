@@ -780,3 +780,24 @@ def test_a_copy_with_no_rate_yet_still_jumps_past_all_the_device_could_send():
     assert back.offload is None and back.replay.oseq > sent
     # 0.7 s at 1000/s, plus the margin; the time after the loss is not counted
     assert 8 + 700 <= back.replay.oseq - copy.state.replay.oseq <= 8 + 760, back.replay.oseq - copy.state.replay.oseq
+
+
+def test_a_copy_without_its_whole_key_never_replaces_the_one_held(caplog):
+    """A held copy is what a device loss restores from: one whose key is shorter than its key
+    length (the kernel refuses it: "Invalid AEAD attribute length", seen once at 10,000) is
+    not kept, the good one stays, and the log names the SA by lengths alone."""
+    from swan_offload.xfrm import objects as o
+
+    ch, k, r, key_out = offloaded()
+    held = r.held[key_out].state
+    cut = replace(held, aead=replace(held.aead, key=o.Secret(held.aead.key.reveal()[:4])))
+    with caplog.at_level(logging.ERROR):
+        assert r.held.keep(cut, ch.key, True) is False
+    assert r.held[key_out].state is held
+    assert "has 4 key bytes for 160 bits" in caplog.text and held.aead.key.reveal().hex() not in caplog.text
+    # the device goes: the whole copy is restored, same keys
+    for key in [key for key, s in k.states.items() if s.offload]:
+        del k.states[key]
+    r.link_changed(ETH.ifindex, False)
+    r.restore_now([ch])
+    assert k.states[key_out].aead == held.aead and k.states[key_out].offload is None
