@@ -36,7 +36,7 @@ from swan_offload.model import SaList
 from swan_offload.vici_source import list_children, list_sas, rekey_child
 from swan_offload.xfrm import constants as c
 from swan_offload.xfrm import objects as o
-from swan_offload.xfrm.netlink import XfrmSocket, decode_message
+from swan_offload.xfrm.netlink import SO_RCVBUFFORCE, XfrmSocket, decode_message
 
 STATUS = "/run/so-status.json"
 SPI_AT = 16 + 56 + 16  # a NEWSA's SPI: nlmsghdr, xfrm_usersa_info's selector, id.daddr
@@ -136,6 +136,9 @@ def restore(ns: str, dev: str, limit: float = 60) -> None:
     spis = {spi for pair in want for spi in pair}
     b = NetlinkBackend(ns)
     mon = XfrmSocket(groups=(c.XFRMNLGRP_SA,), netns=ns)
+    # 20,000 NEWSA come in one burst (~8 MB of notifications): past the socket's buffer the
+    # kernel drops them (ENOBUFS, seen at 10,000) and the probe is back to polling dumps
+    mon.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
     subprocess.run(["ip", "link", "set", dev, "down"], check=True)
     start = time.monotonic()
     back: set[int] = set()
