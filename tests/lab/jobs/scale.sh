@@ -8,6 +8,10 @@ export LAB_WAN=swsim
 lab_many_up "$N"
 . "$LAB_DIR/jobs/scale_steps.sh"
 scale_figures "$N" c "many/* software"
+# the agent asked charon to rekey every CHILD_SA it restored: check once charon is done
+ip netns exec gwa "$LAB_PY" "$LAB_DIR/jobs/initiate_many.py" --settled /run/gwa/charon.vici many "$N" 1800 >&2 ||
+    lab_die "charon did not settle after the flap"
+lab_agent_settled 2000
 lab_check final
 lab_section udp; lab_udp 5001-$((5000 + N)) 2
 kill $LAB_AGENT; wait $LAB_AGENT || true
