@@ -34,6 +34,17 @@ lab_section link_drops; for ns in gwa gwb; do ip -n $ns -s -j link show wan; don
 import json, sys
 rows = [json.loads(l)[0]["stats64"] for l in sys.stdin if l.strip()]
 print(json.dumps({"tx_dropped": sum(r["tx"]["dropped"] for r in rows), "rx_dropped": sum(r["rx"]["dropped"] for r in rows)}))'
+# what the hosts' own stacks dropped (a receive buffer overrun while the VM was starved of
+# CPU: two lab VMs on two cores), so that every lost packet is counted somewhere
+lab_section host_drops; for ns in hosta hostb; do ip netns exec $ns cat /proc/net/snmp; done | "$LAB_PY" -c '
+import json, sys
+lines = [l.split() for l in sys.stdin if l.startswith(("Udp:", "Icmp:"))]
+out = {}
+for head, vals in zip(lines[::2], lines[1::2]):
+    for k, v in zip(head[1:], vals[1:]):
+        if k in ("InErrors", "RcvbufErrors", "SndbufErrors", "InCsumErrors"):
+            out[head[0] + k] = out.get(head[0] + k, 0) + int(v)
+print(json.dumps(out))'
 sleep $((LAB_DELETE_REKEYED_DELAY + 2))
 lab_agent_settled
 lab_check lifetime
