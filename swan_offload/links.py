@@ -17,12 +17,11 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .xfrm.netlink import open_netlink, walk_messages
+from .xfrm.netlink import NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, open_netlink, parse_error, walk_messages
 
 RTMGRP_LINK = 0x1
-RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_NEWADDR, RTM_GETADDR = 16, 17, 18, 20, 22
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_GETADDR = 16, 17, 18, 22
 IFLA_IFNAME, IFA_ADDRESS, IFA_LOCAL = 3, 1, 2
-NLM_F_REQUEST, NLM_F_DUMP, NLMSG_ERROR, NLMSG_DONE = 0x1, 0x300, 2, 3
 IFF_UP = 0x1
 _IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
 _IFADDR = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
@@ -54,15 +53,15 @@ def _dump(sock: socket.socket, mtype: int, body: bytes, seq: int) -> Iterator[by
     """Every message of one rtnetlink dump."""
     sock.send(struct.pack("=IHHII", _NLMSG_HDR_LEN + len(body), mtype, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
     while True:
-        for rtype, _flags, rseq, _pid, msg in walk_messages(sock.recv(1 << 16)):
+        for rtype, flags, rseq, _pid, msg in walk_messages(sock.recv(1 << 16)):
             if rseq != seq:
                 continue
             if rtype == NLMSG_DONE:
                 return
             if rtype == NLMSG_ERROR:
-                (err,) = struct.unpack_from("=i", msg, _NLMSG_HDR_LEN)
+                err, _text = parse_error(msg[_NLMSG_HDR_LEN:], flags)
                 if err:
-                    raise OSError(-err, f"rtnetlink dump of type {mtype}: {os.strerror(-err)}")
+                    raise OSError(err, f"rtnetlink dump of type {mtype}: {os.strerror(err)}")
                 return
             yield msg
 

@@ -180,9 +180,9 @@ class StandIn:
             kids = {f"{ch.name}-{ch.uniqueid}": self._section(ch) for ch in self.children.values()}
             self.server.sas = [self._ike("many", 1, "192.0.2.2", kids)]
             return
-        self.server.sas = [self._ike(ch.ike_name, ch.ike_uniqueid, ch.remote_host, {f"{ch.name}-{ch.uniqueid}": self._section(ch)})
-                           for ch in sorted(self.children.values(), key=lambda ch: ch.ike_uniqueid)]
-        self.position = {ch.ike_uniqueid: k for k, ch in enumerate(sorted(self.children.values(), key=lambda ch: ch.ike_uniqueid))}
+        by_ike = sorted(self.children.values(), key=lambda ch: ch.ike_uniqueid)
+        self.server.sas = [self._ike(ch.ike_name, ch.ike_uniqueid, ch.remote_host, {f"{ch.name}-{ch.uniqueid}": self._section(ch)}) for ch in by_ike]
+        self.position = {ch.ike_uniqueid: k for k, ch in enumerate(by_ike)}
 
     def _republish(self, ch, gone=None) -> None:  # type: ignore[no-untyped-def]
         """The IKE_SA of ``ch`` in server.sas after a rekey or a delete, as charon changes the one
