@@ -24,7 +24,12 @@ agent then knows only what events name). Figures (seconds unless named):
               kernel's NEWSA notifications; missing after 60 s (one dump)
   restore_floor_s  every SA added back in one apply() (socket-sized datagrams), no logic: what
               the kernel itself takes for a restore; restore_over_floor the ratio
+  restore_status_s  wan down -> the status file says packet for none (restore_status_packet: how
+              many it still said when the probe gave up, else 0)
   reoffload_s wan up -> all N in packet offload again (charon rekeys the restored ones)
+  flap_lost, wire_*  real charon only: UDP on 20 sampled children across the flap (400 each),
+              ESP on gwb's wire decrypted independently: wire_repeats (sequence numbers sent
+              twice under one key) must be 0, see flap_figures
 
 With --profile each agent start runs under tests/lab/jobs/sampler.py (its stacks every 10 ms,
 by 5 s window), kept beside the run as ...-sampler-K.txt.
@@ -48,7 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 KEEP = ROOT / ".lab" / "bench"  # ignored, like the rest of .lab
 sys.path.insert(0, str(ROOT))
 
-from tests.lab.results import detail, sections  # noqa: E402
+from tests.lab.results import detail, section_json, sections  # noqa: E402
 from tests.lab.vm import lab_available, run_job  # noqa: E402
 
 
@@ -56,7 +61,7 @@ def measure(n: int, standin: str | None = None, profile: bool = False) -> dict[s
     """One run at N: real charon (jobs/scale.sh), or the stand-in in ``standin``'s shape
     (jobs/scale_standin.sh: "spokes" or "many"), with memory for the kernel's 5N objects."""
     script = (ROOT / "tests/lab/jobs" / ("scale_standin.sh" if standin else "scale.sh")).read_text()
-    env = {"LAB_SCALE_N": str(n), "LAB_SIM_ARGS": f"max_sa={max(1024, 4 * n + 16)}", "LAB_SCALE_SHAPE": standin or ""}
+    env = {"LAB_SCALE_N": str(n), "LAB_SIM_ARGS": f"max_sa={max(1024, 4 * n + 16)}", "LAB_SCALE_SHAPE": standin or "", "LAB_FLAP_COUNT": str(FLAP_SENT)}
     if profile:  # each agent start under tests/lab/jobs/sampler.py: logs sampler-K.txt
         env["LAB_SAMPLE"] = "1"
     os.environ["LAB_MEM_MB"] = str(max(1024, 1024 + n // 10))  # the VM's, read by tests/lab/vm.py
@@ -92,6 +97,8 @@ def measure(n: int, standin: str | None = None, profile: bool = False) -> dict[s
     if "udp" in sec:  # the stand-in has no peer: no traffic
         udp = json.loads(sec["udp"].strip().splitlines()[-1])
         fig["udp_children_ok"] = sum(v == 2 for v in udp.values())
+    if "flap_wire" in sec:  # real charon: traffic across the device flap
+        fig.update(flap_figures(json.loads(sec["flap_udp"].strip().splitlines()[-1]), section_json(sec, "flap_wire"), FLAP_SENT))
     if isinstance(fig.get("promote_s"), float) and isinstance(fig.get("floor_s"), float) and fig["floor_s"]:
         fig["promote_over_floor"] = round(fig["promote_s"] / fig["floor_s"], 1)  # type: ignore[operator]
     if isinstance(fig.get("restore_s"), float) and isinstance(fig.get("restore_floor_s"), float) and fig["restore_floor_s"]:
@@ -99,6 +106,22 @@ def measure(n: int, standin: str | None = None, profile: bool = False) -> dict[s
     if isinstance(fig.get("restart_s"), float) and isinstance(fig.get("read_s"), float) and fig["read_s"]:
         fig["restart_over_read"] = round(fig["restart_s"] / fig["read_s"], 1)  # type: ignore[operator]
     return fig
+
+
+FLAP_SENT = 400  # datagrams per sampled child across the flap, 0.1 s apart (jobs/scale.sh)
+
+
+def flap_figures(udp: dict[str, int], wire: dict[str, dict], sent: int) -> dict[str, object]:
+    """The flap's traffic: datagrams lost per sampled child, and what gwb's wire carried: ESP
+    frames, how many the device enciphered (IV = sequence number), how many no key opened,
+    and how many sequence numbers an SA put on the wire more than once (a repeat under one
+    key reuses a GCM nonce: must be 0)."""
+    rows = wire.values()
+    return {"flap_children": len(udp), "flap_lost": sum(sent - v for v in udp.values()),
+            "wire_spis": len(wire), "wire_frames": sum(w["frames"] for w in rows),
+            "wire_device_frames": sum(w["seq_iv"] for w in rows),
+            "wire_undecrypted": sum(w["frames"] - w["decrypted"] for w in rows),
+            "wire_repeats": sum(len(w["seqs"]) - len(set(w["seqs"])) for w in rows)}
 
 
 def main() -> int:

@@ -47,3 +47,16 @@ def test_bench_event_small():
 def test_bench_memory_small():
     out = run("memory.py", "--sizes", "50")
     assert out.startswith("N=50: kernel mirror") and "traced" in out, out
+
+
+def test_the_flap_figures_count_a_sequence_number_sent_twice():
+    """bench/scale.py's wire figures: a repeat under one SPI is counted (the lab test at N=10
+    and the N=1000 bench assert 0 on it), a frame no key opened too."""
+    sys.path.insert(0, str(BENCH.parent))
+    from bench.scale import flap_figures
+
+    wire = {"c0000001": {"frames": 4, "decrypted": 4, "seqs": [1, 2, 2, 900], "seq_iv": 3},
+            "c0000002": {"frames": 2, "decrypted": 1, "seqs": [5, 6], "seq_iv": 0}}
+    fig = flap_figures({"5001": 398, "5002": 400}, wire, 400)
+    assert fig == {"flap_children": 2, "flap_lost": 2, "wire_spis": 2, "wire_frames": 6, "wire_device_frames": 3,
+                   "wire_undecrypted": 1, "wire_repeats": 1}

@@ -7,6 +7,10 @@ export LAB_WAN=swsim
 . tests/lab/topology.sh
 lab_many_up "$N"
 . "$LAB_DIR/jobs/scale_steps.sh"
+# traffic across the device flap on 20 children spread over the N (all of them below 20):
+# LAB_FLAP_COUNT datagrams each (bench/scale.py), 0.1 s apart, from 3 s before the device goes down
+FLAP_PORTS=$(awk -v n="$N" 'BEGIN{k = n < 20 ? n : 20; for (j = 0; j < k; j++) printf "%s%d", (j ? "," : ""), 5001 + int(j * n / k)}')
+FLAP_COUNT=${LAB_FLAP_COUNT:-400}
 scale_figures "$N" c "many/* software"
 # the agent asked charon to rekey every CHILD_SA it restored: check once charon is done
 ip netns exec gwa "$LAB_PY" "$LAB_DIR/jobs/initiate_many.py" --settled /run/gwa/charon.vici many "$N" 1800 >&2 ||

@@ -10,7 +10,8 @@
     scale_probe.py cpu PID SECONDS    CPU % of one core that PID used over SECONDS, and its RSS
     scale_probe.py dump NS            one state dump of NS, one policy dump, one full list-sas, timed
     scale_probe.py restore NS DEV     take DEV down, then: seconds until every SA charon lists is
-                                      in NS's kernel again (60 s at most), and how many are missing then
+                                      in NS's kernel again (60 s at most), and how many are missing then;
+                                      seconds until the status file says packet for none of them
     scale_probe.py scrape             one scrape of the agent's metrics, timed
     scale_probe.py event NS NAME      rekey CHILD_SA NAME over NS's VICI; seconds until its
                                       successor's SAs are in packet offload (and in the status file)
@@ -75,17 +76,14 @@ def floor(ns: str, dev: str) -> None:
 
 
 def decided(n: int, start: float, limit: float = 1800) -> None:
-    rows: list[dict] = []
+    said = None
     while time.time() - start < limit:
-        try:
-            rows = json.load(open(STATUS))["children"]
-        except (OSError, ValueError):
-            rows = []
-        if sum(r["mode"] == "packet" for r in rows) >= n:
+        said = packet_rows()
+        if said is not None and said >= n:
             out(seconds=round(time.time() - start, 3))
             return
         time.sleep(0.1)
-    out(seconds=None, packet=sum(r["mode"] == "packet" for r in rows))
+    out(seconds=None, packet=said)
 
 
 def writes(ns: str, seconds: float) -> None:
@@ -161,7 +159,24 @@ def restore(ns: str, dev: str, limit: float = 60) -> None:
         else:
             time.sleep(0.05)
     missing = len(spis - {s.spi for s in b.dump_counters()})  # the lean read: no keys decoded
-    out(restore_s=round(took, 3) if took is not None else None, restore_missing=missing, restore_seen="notifications" if not overrun else "dumps")
+    # with the device down nothing is in packet offload: rows saying packet are a status lag
+    lag, said = None, None
+    while time.monotonic() - start < limit:
+        said = packet_rows()
+        if said == 0:
+            lag = time.monotonic() - start
+            break
+        time.sleep(0.1)
+    out(restore_s=round(took, 3) if took is not None else None, restore_missing=missing, restore_seen="notifications" if not overrun else "dumps",
+        restore_status_s=round(lag, 3) if lag is not None else None, restore_status_packet=said)
+
+
+def packet_rows() -> int | None:
+    """How many CHILD_SAs the status file says are in packet offload (None: unreadable)."""
+    try:
+        return sum(r["mode"] == "packet" for r in json.load(open(STATUS))["children"])
+    except (OSError, ValueError):
+        return None
 
 
 def scrape() -> None:

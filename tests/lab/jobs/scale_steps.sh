@@ -31,6 +31,7 @@ scale_figures() {
     ip netns exec gwa $P decided "$n" "$start" | sed 's/"seconds"/"restart_s"/'
     wait $W; cat /run/writes.out
     # device down/up at N: every SA back in software, then in packet offload again
+    [ -z "${FLAP_PORTS:-}" ] || flap_traffic_start
     echo "# $(date +%T) restore"
     ip netns exec gwa $P restore gwa wan  # it takes wan down
     sleep 2
@@ -38,4 +39,24 @@ scale_figures() {
     ip -n gwa route replace 10.2.0.0/24 via 192.0.2.2  # as the network configuration would
     start=$(date +%s.%N)
     ip netns exec gwa $P decided "$n" "$start" | sed 's/"seconds"/"reoffload_s"/'
+    [ -z "${FLAP_PORTS:-}" ] || flap_traffic_end
+}
+
+# With a peer (real charon): UDP on FLAP_PORTS (a sample of the children) across the flap,
+# ESP captured on gwb's wire and decrypted there with the keys gwa held before the flap and
+# those gwb holds after: sections flap_udp ({"port": received}) and flap_wire (esp_wire.py).
+flap_traffic_start() {
+    "$LAB_PY" "$LAB_DIR/jobs/esp_wire.py" keys gwa /run/keys.flap
+    lab_capture_start gwb
+    lab_udp "$FLAP_PORTS" "$FLAP_COUNT" 0.1 >/run/flap.udp &
+    FLAP_UDP=$!
+    sleep 3
+}
+
+flap_traffic_end() {
+    wait $FLAP_UDP
+    sleep 1
+    kill $LAB_CAPTURE; wait $LAB_CAPTURE || true
+    lab_section flap_udp; cat /run/flap.udp
+    lab_section flap_wire; "$LAB_PY" "$LAB_DIR/jobs/esp_wire.py" decrypt gwb /run/gwb.esp /run/keys.flap
 }

@@ -1,17 +1,18 @@
 """Inside the lab VM: a UDP stream between the protected subnets (stdlib only).
 
-    udp.py recv PORT[-LAST] EXPECT SECONDS [TIMES]
+    udp.py recv PORTS EXPECT SECONDS [TIMES]
                                             print {"port": datagrams received} as JSON once
                                             every port has EXPECT, or after SECONDS; with TIMES,
                                             also write each arrival there as [port, index, boottime]
-    udp.py send DST PORT[-LAST] COUNT GAP [SPORT]
+    udp.py send DST PORTS COUNT GAP [SPORT]
                                             COUNT datagrams to every port, GAP seconds apart
                                             (from SPORT if given); DST IPv4 or IPv6
     udp.py clear SRC DST PORT COUNT         COUNT datagrams from SRC (an address of this host)
                                             to DST:PORT in clear, past this host's own IPsec
                                             policies (a per-socket bypass, as charon's IKE
                                             sockets have): what an attacker on the wire sends
-Receivers listen on IPv4 and IPv6 (one dual-stack socket per port).
+PORTS is PORT[-LAST][,...] ("5001-5010" or "5001,5101,5201"). Receivers listen on IPv4 and
+IPv6 (one dual-stack socket per port).
 """
 
 import json
@@ -22,9 +23,12 @@ import sys
 import time
 
 
-def ports(text: str) -> range:
-    first, _, last = text.partition("-")
-    return range(int(first), int(last or first) + 1)
+def ports(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        out += range(int(first), int(last or first) + 1)
+    return out
 
 
 def recv(spec: str, expect: int, seconds: float, times: str | None = None) -> None:
