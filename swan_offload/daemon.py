@@ -25,7 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from . import capability, control, metrics, model, sdnotify, vici_source
+from . import capability, control, logs, metrics, model, sdnotify, vici_source
 from . import mirror as mi
 from .backend import Backend, NetlinkBackend
 from .charon_mirror import CharonMirror, Scope, event_scope
@@ -530,14 +530,16 @@ class Daemon:
 
     def _rekey_restored(self) -> None:
         """Children put back in software after a device loss carry an estimated sequence number: new keys end that."""
+        said = logs.Tally(log)
         for ch in self.reconciler.take_restored():
             if not self.cfg.rekey_after_restore:
                 continue
             try:
                 vici_source.rekey_child(self.cfg.vici_socket, ch.uniqueid)
-                log.info("%s: asked charon to rekey it (restored after a device loss)", ch.label)
+                said.info("CHILD_SA(s) charon was asked to rekey (restored after a device loss)", "%s: asked charon to rekey it (restored after a device loss)", ch.label)
             except vici_source.VICI_ERRORS as e:
                 log.warning("%s: rekey request failed: %s", ch.label, e)
+        said.close()
 
     def _status_locked(self) -> dict[str, Any]:
         """Control thread: the same status, read under the lock the writers hold."""

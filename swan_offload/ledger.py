@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import planner as pl
+from .logs import Tally
 
 log = logging.getLogger("swan_offload.reconciler")
 
@@ -89,6 +91,7 @@ class Ledger:
         self._by_uid: dict[int, Key] = {}  # CHILD_SA uniqueid -> key
         self._packet_reqids: Counter[int] = Counter()  # CHILD_SAs in packet offload by reqid
         self._packet_devices: Counter[str] = Counter()  # ... and by device
+        self.tally: Tally | None = None  # within summarised(): lines past the first counted
 
     def announce(self, key: Key, at: float) -> None:
         self.announced.setdefault(key, at)
@@ -152,7 +155,7 @@ class Ledger:
             if gone is None:
                 continue
             self._index(gone, -1)
-            log.info("%s reqid %d: retired (charon no longer lists it; it was %s)", gone.label, gone.reqid, gone.mode)
+            self.say("CHILD_SA(s) retired", "%s reqid %d: retired (charon no longer lists it; it was %s)", gone.label, gone.reqid, gone.mode)
 
     def device_lost(self, keys: Iterable[Key]) -> None:
         """CHILD_SAs whose offloaded SAs went with a device that went down: software, with the
@@ -197,6 +200,27 @@ class Ledger:
             if start is not None:
                 self.latencies.append(max(0.0, end - start))
         if mode in (pl.PACKET, pl.CRYPTO):
-            log.info("%s reqid %d: %s offload on %s%s", ch.label, ch.reqid, mode, dev, f" ({reason})" if reason else "")
+            self.say(f"CHILD_SA(s) in {mode} offload on {dev}", "%s reqid %d: %s offload on %s%s", ch.label, ch.reqid, mode, dev, f" ({reason})" if reason else "")
         elif mode != pl.PENDING:
-            log.info("%s reqid %d: %s%s", ch.label, ch.reqid, mode, f": {reason}" if reason else "")
+            self.say(f"CHILD_SA(s) {mode} ({cp.cause or 'no cause'})", "%s reqid %d: %s%s", ch.label, ch.reqid, mode, f": {reason}" if reason else "")
+
+    @contextmanager
+    def summarised(self) -> Iterator[None]:
+        """Within: the first decisions and retirements are logged one by one, the rest counted
+        (logs.Tally): a restart at 10,000 CHILD_SAs logs a screen, not 10,000 lines."""
+        mine = None
+        if self.tally is None:  # nested: the outer run summarises
+            mine = self.tally = Tally(log)
+        try:
+            yield
+        finally:
+            if mine is not None:
+                self.tally = None
+                mine.close()
+
+    def say(self, group: str, msg: str, *args: object) -> None:
+        """An INFO line about one object: within summarised(), past the first ten, counted."""
+        if self.tally is None:
+            log.info(msg, *args)
+        else:
+            self.tally.info(group, msg, *args)

@@ -175,53 +175,55 @@ class Reconciler:
         A list-sas entry that did not parse changes nothing of its IKE_SA: only a CHILD_SA
         that a readable entry no longer lists is retired.
         """
-        sas = _sa_list(sas)
-        with self.lock:
-            self.runs += 1
-            view = self.view()
-            self.mirror.take_touched()  # all is planned
-            self._note_devices(view)
-            if self._restore(sas.children, view):
+        with self.ledger.summarised():  # a hub's run logs a screen, not a line per CHILD_SA
+            sas = _sa_list(sas)
+            with self.lock:
+                self.runs += 1
                 view = self.view()
-        plan = self._run(sas, view, None)
-        with self.lock:
-            live = {cp.child.key for cp in plan.children} | self._frozen(sas)[1]
-            self._retire({k for k in self.outcomes if k not in live} | {h.child for h in self.held.values() if h.child not in live})
-            for memo in (self.refused, self.crypto_refused):
-                for k in [k for k in memo if k not in live]:
-                    del memo[k]
-            self.ledger.forget_announced(live)
-        return plan
+                self.mirror.take_touched()  # all is planned
+                self._note_devices(view)
+                if self._restore(sas.children, view):
+                    view = self.view()
+            plan = self._run(sas, view, None)
+            with self.lock:
+                live = {cp.child.key for cp in plan.children} | self._frozen(sas)[1]
+                self._retire({k for k in self.outcomes if k not in live} | {h.child for h in self.held.values() if h.child not in live})
+                for memo in (self.refused, self.crypto_refused):
+                    for k in [k for k in memo if k not in live]:
+                        del memo[k]
+                self.ledger.forget_announced(live)
+            return plan
 
     def reconcile_scope(self, charon: CharonMirror, scope: Scope) -> pl.Plan:
         """Plan and apply what ``scope`` names only (an event's IKE_SAs or CHILD_SAs), from the
         mirrors: the work of an event is its own, whatever else the hub holds. The scope grows
         to every CHILD_SA sharing a reqid with it, or a policy overlapping one of its OUT
         policies, as the planner decides those together."""
-        self.runs += 1
-        self.scoped_runs += 1
-        view = self.view()
-        uids = {u for _i, u in scope.children}
-        mine = self.ledger.of_ikes(scope.ikes) | self.ledger.of_uids(uids)
-        keys = charon.keys_of(scope) | mine
-        keys = self._closure(charon, keys, view)
-        mine |= {k for k in keys if k in self.outcomes}
-        sas = charon.sa_list(keys, scope.ikes)
-        reqids = {ch.reqid for ch in sas.children} | {self.outcomes[k].reqid for k in mine}
-        packet_reqids, names = self.ledger.packet_outside(mine)
-        devices = frozenset(d for n in names if (d := view.devices.get(n)) is not None)
-        had = {o.device for k in mine if (o := self.outcomes[k]).mode == pl.PACKET and o.device}
-        plan = self._run(sas, view, pl.Scope(frozenset(reqids), packet_reqids, devices))
-        live = {cp.child.key for cp in plan.children} | self._frozen(sas)[1]
-        gone = mine - live
-        self._retire(gone)
-        for memo in (self.refused, self.crypto_refused):
-            for k in gone:
-                memo.pop(k, None)
-        idle = had - self.ledger.packet_outside(())[1]
-        if idle and not self._frozen(sas)[0].active:
-            self._retire_bypasses({view.devices[n].ifindex for n in idle if n in view.devices})
-        return plan
+        with self.ledger.summarised():
+            self.runs += 1
+            self.scoped_runs += 1
+            view = self.view()
+            uids = {u for _i, u in scope.children}
+            mine = self.ledger.of_ikes(scope.ikes) | self.ledger.of_uids(uids)
+            keys = charon.keys_of(scope) | mine
+            keys = self._closure(charon, keys, view)
+            mine |= {k for k in keys if k in self.outcomes}
+            sas = charon.sa_list(keys, scope.ikes)
+            reqids = {ch.reqid for ch in sas.children} | {self.outcomes[k].reqid for k in mine}
+            packet_reqids, names = self.ledger.packet_outside(mine)
+            devices = frozenset(d for n in names if (d := view.devices.get(n)) is not None)
+            had = {o.device for k in mine if (o := self.outcomes[k]).mode == pl.PACKET and o.device}
+            plan = self._run(sas, view, pl.Scope(frozenset(reqids), packet_reqids, devices))
+            live = {cp.child.key for cp in plan.children} | self._frozen(sas)[1]
+            gone = mine - live
+            self._retire(gone)
+            for memo in (self.refused, self.crypto_refused):
+                for k in gone:
+                    memo.pop(k, None)
+            idle = had - self.ledger.packet_outside(())[1]
+            if idle and not self._frozen(sas)[0].active:
+                self._retire_bypasses({view.devices[n].ifindex for n in idle if n in view.devices})
+            return plan
 
     def _closure(self, charon: CharonMirror, keys: set[Key], view: pl.KernelView) -> set[Key]:
         """``keys`` and every CHILD_SA a plan of them depends on, transitively."""
@@ -249,7 +251,7 @@ class Reconciler:
         for gone, err in zip(stale, self.backend.apply(stale)):
             log_errors([err], "remove stale policy")
             self.mirror.drop_policy(gone.id)
-            log.info("retired %s", gone.what.removeprefix("remove "))
+            self.ledger.say("agent policies retired", "retired %s", gone.what.removeprefix("remove "))
         self.drift_repaired += len(stale)
 
     def _run(self, sas: SaList, view: pl.KernelView, scope: pl.Scope | None) -> pl.Plan:
@@ -308,7 +310,7 @@ class Reconciler:
         for d, err in zip(orphans, self.backend.apply(orphans)):
             if err is None:
                 self.mirror.drop_state(d.id)
-                log.info("removed %s", d.what.removeprefix("remove "))
+                self.ledger.say("restored states of deleted CHILD_SAs removed", "removed %s", d.what.removeprefix("remove "))
             elif err.errno not in (errno.ESRCH, errno.ENOENT):
                 log.warning("%s: %s", d.what, err)
 

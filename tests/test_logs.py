@@ -69,3 +69,15 @@ def test_rate_limit_is_installed_on_the_service_handler(monkeypatch):
         log.error("cannot write status file %s: %s", "/run/x", "read-only")
     assert out.getvalue().count("cannot write status file") == 5
     assert any(isinstance(f, logs.RateLimit) for f in handler.filters)
+
+
+def test_a_tally_names_the_first_lines_and_counts_the_rest_by_group(caplog):
+    t = logs.Tally(logging.getLogger("swan_offload.test"), named=2)
+    with caplog.at_level(logging.INFO, logger="swan_offload.test"):
+        for i in range(5):
+            t.info("CHILD_SA(s) in packet offload on eth0", "c%d: packet offload on eth0", i)
+        t.info("CHILD_SA(s) retired", "c9: retired")
+        t.close()
+        t.info("CHILD_SA(s) retired", "c10: retired")  # closed: the count starts again
+    assert caplog.messages == ["c0: packet offload on eth0", "c1: packet offload on eth0",
+                               "and 3 more CHILD_SA(s) in packet offload on eth0", "and 1 more CHILD_SA(s) retired", "c10: retired"]

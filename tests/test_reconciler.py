@@ -801,3 +801,29 @@ def test_a_copy_without_its_whole_key_never_replaces_the_one_held(caplog):
     r.link_changed(ETH.ifindex, False)
     r.restore_now([ch])
     assert k.states[key_out].aead == held.aead and k.states[key_out].offload is None
+
+
+def test_a_hub_run_names_ten_children_and_counts_the_rest(caplog):
+    """Issue 13: a restart at 10,000 logged a line per CHILD_SA (40 % of its time under TCG).
+    One run names the first ten decisions and retirements; the rest are one line per group."""
+    kids = [child(name=f"c{i}", uniqueid=i, reqid=i, spi_in=0xC0000000 + i, spi_out=0xC1000000 + i, rts=(f"10.{i // 250}.{i % 250}.0/24",))
+            for i in range(1, 26)]
+    k = kernel_with(kids)
+    r = Reconciler(k, config.Config(), CAPS)
+    with caplog.at_level(logging.INFO, logger="swan_offload.reconciler"):
+        r.reconcile(kids)
+    named = [m for m in caplog.messages if ": packet offload on eth0" in m]
+    assert len(named) == 10 and "and 15 more CHILD_SA(s) in packet offload on eth0" in caplog.messages, caplog.messages
+    assert len(r.outcomes) == 25 and all(o.mode == "packet" for o in r.outcomes.values())
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="swan_offload.reconciler"):
+        r.reconcile(kids[:3])  # charon no longer lists 22 of them
+    # 22 CHILD_SAs and their 22 agent policies: ten lines name some, two count the rest
+    # (the policies go first, within the plan's run)
+    assert sum("retired" in m and not m.startswith("and ") for m in caplog.messages) == 10, caplog.messages
+    assert {m for m in caplog.messages if m.startswith("and ")} == {"and 12 more agent policies retired", "and 22 more CHILD_SA(s) retired"}, caplog.messages
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="swan_offload.reconciler"):
+        r.reconcile(kids[:2])  # a run that decides little names all it did
+    assert [m for m in caplog.messages if "reqid 3: retired" in m] == ["gw/c3#3 reqid 3: retired (charon no longer lists it; it was packet)"], caplog.messages
+    assert not [m for m in caplog.messages if m.startswith("and ")], caplog.messages
