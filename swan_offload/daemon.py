@@ -208,6 +208,7 @@ class Daemon:
             sdnotify.notify("STOPPING=1")
             if self.metrics_server is not None:
                 self.metrics_server.shutdown()
+                self.metrics_server.server_close()
             if self.control is not None:
                 self.control.close()
             self.listener.stop()

@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily, Metric
-from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from . import exposition
 from .config import split_listen
 from .ledger import Outcome
 from .xfrm.counters import SaCounters
@@ -150,8 +150,6 @@ class AgentCollector(Collector):
 
 
 def serve(collector: AgentCollector, listen: str) -> tuple[object, threading.Thread]:
-    """Serve /metrics on ``listen`` from a registry holding only this collector."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
+    """Serve /metrics on ``listen``: this collector's families, collected per request."""
     host, port = split_listen(listen)
-    return start_http_server(port, addr=host, registry=registry)
+    return exposition.serve(collector.collect, host, port)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import urllib.error
 import urllib.request
 from dataclasses import replace
 
@@ -101,3 +102,63 @@ def test_metrics_listen_is_checked_and_defaults_to_loopback():
         else:
             raise AssertionError(bad)
 
+
+
+def test_the_text_format_is_what_prometheus_client_writes():
+    """exposition.text against prometheus_client's own generate_latest (the oracle) on the
+    agent's families after a reconcile and a promotion, and on families that need escaping,
+    special values, timestamps and OpenMetrics-only samples."""
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, StateSetMetricFamily
+
+    from swan_offload import exposition
+
+    ch = replace(child(), install_time=3)
+    k = kernel_with([ch])
+    r = Reconciler(k, config.Config(), CAPS)
+    r.reconcile([ch])
+    r.ledger.latencies += [0.07, 3.0, 1e9]
+    snap = metrics.Snapshot(list(r.outcomes.values()), metrics.Agent(True, 0.0, r.runs, r.drift_repaired, 7, dict(r.ledger.decisions), r.ledger.take_latencies()))
+    agent = list(metrics.AgentCollector(lambda: snap, k.dump_states, lambda: {"XfrmOutNoStates": 12}).collect())
+    odd = GaugeMetricFamily("odd", 'back\\slash and\nnewline "doc"', labels=["v"])
+    odd.add_metric(['a\\b"c"\nd'], float("inf"), timestamp=1700000000.123)
+    odd.add_metric(["nan"], float("nan"))
+    odd.add_metric(["big"], 123456789.0)
+    odd.add_metric(["neg"], float("-inf"))
+    made = CounterMetricFamily("made", "with created", labels=["x"], created=1.5)
+    made.add_metric(["1"], 2, created=1700000000.0)
+    info = InfoMetricFamily("build", "info", value={"version": "1"})
+    states = StateSetMetricFamily("st", "a stateset", value={"a": True, "b": False})
+    families = agent + [odd, made, info, states]
+
+    class Fixed:
+        def collect(self):
+            return families
+
+    assert len(agent) > 5
+    assert exposition.text(families) == generate_latest(Fixed())
+
+
+def test_the_metrics_endpoint_answers_get_only(tmp_path):
+    from swan_offload import exposition
+
+    fam = metrics.GaugeMetricFamily("up_here", "one gauge")
+    fam.add_metric([], 1)
+    for host in ("127.0.0.1", "::1"):
+        server, thread = exposition.serve(lambda: [fam], host, 0)
+        base = f"http://{'[::1]' if ':' in host else host}:{server.server_address[1]}"
+        try:
+            with urllib.request.urlopen(base + "/metrics", timeout=5) as resp:
+                assert resp.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+                assert resp.read() == b"# HELP up_here one gauge\n# TYPE up_here gauge\nup_here 1.0\n"
+            for path, method, code in (("/nothing", "GET", 404), ("/metrics", "POST", 405)):
+                try:
+                    urllib.request.urlopen(urllib.request.Request(base + path, method=method, data=b"" if method == "POST" else None), timeout=5)
+                    raise AssertionError(f"{method} {path} answered 200")
+                except urllib.error.HTTPError as e:
+                    assert e.code == code, (path, e.code)
+        finally:
+            server.shutdown()
+            server.server_close()
+        thread.join(5)
+        assert not thread.is_alive()

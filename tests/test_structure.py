@@ -37,6 +37,32 @@ def test_the_vocabulary_imports_nothing_of_the_package():
     assert not {m for m in imported if m.startswith(("swan_offload", ".")) or m == ""}, imported
 
 
+def test_the_agent_imports_no_http_stack_and_no_prometheus_exposition():
+    """prometheus_client's __init__ and exposition module import wsgiref, http.server, urllib
+    and ssl: 10 MB of a 10,000 hub's 150 MB. The agent (imports, serving /metrics once) holds
+    the metric families and its own text writer; the package still answers whoever asks it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import swan_offload.cli, swan_offload.daemon\n"
+        "from swan_offload import metrics\n"
+        "s, t = metrics.exposition.serve(lambda: [], '127.0.0.1', 0)\n"
+        "import socket; c = socket.create_connection(s.server_address); c.sendall(b'GET /metrics HTTP/1.0\\r\\n\\r\\n'); print(c.recv(100).split()[1].decode()); s.shutdown()\n"
+        "print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] in ('http', 'wsgiref', 'ssl', 'email') or m.startswith('prometheus_client.')))\n"
+        "from prometheus_client import start_http_server\n"
+        "print(start_http_server.__module__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PKG.parent).stdout.splitlines()
+    assert len(out) == 3 and out[0] == "200", out
+    loaded = ast.literal_eval(out[1])
+    light = {f"prometheus_client.{m}" for m in ("metrics_core", "registry", "samples", "utils", "validation")}
+    assert loaded and set(loaded) <= light, loaded
+    assert out[2] == "prometheus_client.exposition", out
+
+
 def test_the_agent_loads_two_pyroute2_base_classes_not_all_of_pyroute2():
     """pyroute2's own __init__ imports every netlink family it has: 20 MB of RSS, most of
     issue 13's budget. A fresh agent process (imports, a device read) holds only the
