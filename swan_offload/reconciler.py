@@ -322,15 +322,17 @@ class Reconciler:
         whole hub before the restore gets it."""
         self.interrupted = True
 
-    def link_changed(self, ifindex: int, up: bool) -> None:
+    def link_changed(self, ifindex: int, up: bool) -> bool:
         """A link event: a device that goes down has lost everything offloaded to it, which
-        the kernel flushed without a notification (the mirror cannot know what)."""
-        if self.held.link_changed(ifindex, up):
+        the kernel flushed without a notification (the mirror cannot know what). True when
+        that newly changed what the ledger says."""
+        lost = self.held.link_changed(ifindex, up)
+        if lost:
             self.mover.device_lost(ifindex)
-            lost = {h.child for h in self.held.values() if h.state.offload and h.state.offload.ifindex == ifindex}
-            self.ledger.device_lost(lost)
+            self.ledger.device_lost({h.child for h in self.held.values() if h.state.offload and h.state.offload.ifindex == ifindex})
         if not up and self.mirror_fed:
             self.mirror.invalidate(f"device #{ifindex} went down")
+        return lost
 
     def _note_devices(self, view: pl.KernelView) -> None:
         """The dump's view of devices, for losses no link event reported (down, or gone)."""

@@ -410,3 +410,23 @@ def test_an_ike_sa_too_big_for_one_vici_message_loses_nothing(tmp_path):
         t.join(5)
         server.stop()
     assert not server.errors
+
+
+def test_a_device_loss_reaches_the_status_file_at_once(quiet_rig, tmp_path):
+    """Issue 13 at 1,000 CHILD_SAs: after the link went down the status file said packet for
+    18 s, until the main thread's resync ended. The link thread (which restores the SAs)
+    now writes it: here the main thread is never told, and the file is right on return."""
+    server, kernel, d = quiet_rig
+    ch = child()
+    install(kernel, ch)
+    server.sas = [vici_ike("gw", [(ch, "INSTALLED")])]
+    server.emit("child-updown", {"up": "yes", **vici_ike("gw", [(ch, "INSTALLED")])})
+    wait_for(lambda: packet(kernel, ch), what="packet offload")
+    path = tmp_path / "status.json"
+    wait_for(lambda: path.exists() and json.loads(path.read_text())["children"][0]["mode"] == "packet", what="status says packet")
+    for key in [k for k, st in kernel.states.items() if st.offload is not None]:  # the kernel's flush
+        del kernel.states[key]
+    d._link_changed(ETH.ifindex, False)  # as the link monitor thread calls it
+    row = json.loads(path.read_text())["children"][0]
+    assert (row["mode"], row["device"]) == ("software", None) and "device eth0 is down" in row["reason"], row
+    assert not packet(kernel, ch) and kernel.states[(ch.remote_host, ch.spi_out, 50)].offload is None  # restored in software
