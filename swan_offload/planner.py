@@ -191,6 +191,12 @@ def moved_state(current: XfrmState, offload: Offload | None, outbound: bool, seq
     return replace(current, offload=offload, replay=replay, replay_esn=esn, lastused=None, sa_dir=None)
 
 
+def sequence_used_up(st: XfrmState) -> bool:
+    """An outbound SA without ESN at the last sequence number: the kernel refuses to send on it
+    (EOVERFLOW) rather than wrap."""
+    return st.replay_esn is None and st.replay is not None and st.replay.oseq >= 0xFFFFFFFF
+
+
 def state_key(st: XfrmState) -> tuple[str, int, int]:
     return (st.daddr, st.spi, st.proto)
 

@@ -97,6 +97,7 @@ class Reconciler:
         self.lock: threading.RLock = lock or threading.RLock()
         self.held = HeldCopies()
         self.restored: dict[Key, ChildSA] = {}  # put back in software, not yet rekeyed
+        self.used_up: set[Key] = set()  # of those, the ones whose estimate used up the sequence space
         self.restored_ids: dict[Key, list[StateId]] = {}  # what the agent put back, until the CHILD_SA retires
         self.ike_ports: frozenset[int] = frozenset()  # every IKE port charon was seen using
         self.mover = Mover(backend, cfg, self.mirror, self.held)
@@ -443,12 +444,20 @@ class Reconciler:
             self.restored_ids.setdefault(ch.key, []).append(new.id)
             self.drift_repaired += 1
             seq = f" (outbound sequence advanced by {jump})" if h.outbound else ""
+            if h.outbound and pl.sequence_used_up(new):
+                # no ESN: the estimate ran past 2^32 - 1; repeating a number would reuse a GCM
+                # nonce, so the SA sends nothing until charon's rekey (asked for first)
+                self.used_up.add(ch.key)
+                seq += ": that reached the end of its 32-bit sequence space (no ESN), it sends nothing until charon rekeys it"
             log.warning("%s reqid %d: restored %s in software after device #%d went down%s", ch.label, ch.reqid, new.describe(), h.state.offload.ifindex if h.state.offload else 0, seq)
         return bool(todo)
 
     def take_restored(self) -> list[ChildSA]:
-        """Children restored since the last call: their sequence numbers were estimated."""
+        """Children restored since the last call (their sequence numbers were estimated), those
+        whose estimate used up a 32-bit sequence space first."""
         out, self.restored = list(self.restored.values()), {}
+        out.sort(key=lambda ch: ch.key not in self.used_up)  # those that cannot send first
+        self.used_up.clear()
         return out
 
     def _ensure_bypasses(self, plan: pl.Plan) -> bool:

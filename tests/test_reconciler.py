@@ -827,3 +827,24 @@ def test_a_hub_run_names_ten_children_and_counts_the_rest(caplog):
         r.reconcile(kids[:2])  # a run that decides little names all it did
     assert [m for m in caplog.messages if "reqid 3: retired" in m] == ["gw/c3#3 reqid 3: retired (charon no longer lists it; it was packet)"], caplog.messages
     assert not [m for m in caplog.messages if m.startswith("and ")], caplog.messages
+
+
+def test_a_restore_that_uses_up_a_32_bit_sequence_says_so_and_is_rekeyed_first(caplog):
+    """Without ESN the estimate cannot go past 2^32 - 1 (a repeat would reuse a GCM nonce): the
+    restored SA sends nothing until charon rekeys it. The log says so, and its rekey is asked first."""
+    a = child()
+    b = child(name="b", uniqueid=2, reqid=2, spi_in=0xC0000002, spi_out=0xC1000002, rts=("10.9.0.0/24",))
+    k = kernel_with([a, b])
+    r = Reconciler(k, config.Config(seq_margin=1000), CAPS)
+    r.reconcile([a, b])
+    device_sends(k, (b.remote_host, b.spi_out, c.IPPROTO_ESP), 0xFFFFFFFF - 500)
+    r.reconcile([a, b])  # the copies read the device's counter: b is 500 short of the end
+    _device_goes_down(k)
+    r.link_changed(ETH.ifindex, False)
+    with caplog.at_level(logging.WARNING):
+        assert r.restore_now([a, b])
+    back = {s.spi: s for s in k.states.values()}
+    assert back[b.spi_out].replay.oseq == 0xFFFFFFFF and back[a.spi_out].replay.oseq < 0xFFFFFFFF
+    said = [m for m in caplog.messages if "32-bit sequence space" in m]
+    assert len(said) == 1 and said[0].startswith("gw/b#2 reqid 2: restored"), caplog.messages
+    assert [ch.key for ch in r.take_restored()] == [b.key, a.key]
