@@ -30,24 +30,33 @@ LATE = ("_created", "_gsum", "_gcount")  # OpenMetrics-only samples: a gauge of 
 
 def text(families: Iterable[Metric]) -> bytes:
     out: list[str] = []
+    pairs: dict[tuple[str, str], str] = {}  # label="value", escaped once: values repeat on every series of an SA
     for m in families:
         name = m.name + SUFFIX.get(m.type, "")
         doc = m.documentation.replace("\\", r"\\").replace("\n", r"\n")
         out.append(f"# HELP {name} {doc}\n# TYPE {name} {CLASSIC.get(m.type, m.type)}\n")
         late: dict[str, list[str]] = {}
+        special = {m.name + x: x for x in LATE}
         for s in m.samples:
-            suffix = next((x for x in LATE if s.name == m.name + x), None)
-            (out if suffix is None else late.setdefault(suffix, [])).append(_line(s))
+            suffix = special.get(s.name)
+            (out if suffix is None else late.setdefault(suffix, [])).append(_line(s, pairs))
         for suffix, lines in sorted(late.items()):
             out.append(f"# HELP {m.name}{suffix} {doc}\n# TYPE {m.name}{suffix} gauge\n")
             out.extend(lines)
     return "".join(out).encode()
 
 
-def _line(s: Sample) -> str:
-    labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(s.labels.items()))
+def _line(s: Sample, pairs: dict[tuple[str, str], str]) -> str:
     stamp = f" {int(float(s.timestamp) * 1000):d}" if s.timestamp is not None else ""
-    return f"{s.name}{{{labels}}} {_go_float(s.value)}{stamp}\n" if labels else f"{s.name} {_go_float(s.value)}{stamp}\n"
+    if not s.labels:
+        return f"{s.name} {_go_float(s.value)}{stamp}\n"
+    labels = ",".join([pairs.get(kv) or _pair(pairs, kv) for kv in sorted(s.labels.items())])
+    return f"{s.name}{{{labels}}} {_go_float(s.value)}{stamp}\n"
+
+
+def _pair(pairs: dict[tuple[str, str], str], kv: tuple[str, str]) -> str:
+    pairs[kv] = f'{kv[0]}="{_escape(kv[1])}"'
+    return pairs[kv]
 
 
 def _escape(v: str) -> str:
