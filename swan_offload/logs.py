@@ -58,23 +58,30 @@ class Tally:
     """One run at a hub decides thousands of CHILD_SAs: a line for each is noise to an
     operator and, under TCG, 40 % of a restart's time (issue 13). The first ``named`` lines
     pass; the rest are counted by group (a plural noun and what befell them: "CHILD_SA(s)
-    retired"), one line per group at ``close``."""
+    retired"), one line per group at ``close``, at ``level``."""
 
-    def __init__(self, logger: logging.Logger, named: int = 10) -> None:
-        self.logger, self.named = logger, named
+    def __init__(self, logger: logging.Logger, named: int = 10, level: int = logging.INFO) -> None:
+        self.logger, self.named, self.level = logger, named, level
         self.passed = 0
         self.more: Counter[str] = Counter()
 
+    def naming(self) -> bool:
+        """Whether the next line is named: a caller can skip building its arguments."""
+        return self.passed < self.named
+
     def info(self, group: str, msg: str, *args: object) -> None:
-        if self.passed < self.named:
+        if self.naming():
             self.passed += 1
-            self.logger.info(msg, *args)
+            self.logger.log(self.level, msg, *args)
         else:
-            self.more[group] += 1
+            self.count(group)
+
+    def count(self, group: str) -> None:
+        self.more[group] += 1
 
     def close(self) -> None:
         for group, n in sorted(self.more.items()):
-            self.logger.info("and %d more %s", n, group)
+            self.logger.log(self.level, "and %d more %s", n, group)
         self.more.clear()
         self.passed = 0
 

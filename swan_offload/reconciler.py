@@ -22,6 +22,7 @@ from .charon_mirror import CharonMirror, Scope
 from .config import Config
 from .held import Held, HeldCopies
 from .ledger import Key, Ledger, Outcome
+from .logs import Tally
 from .mirror import KernelMirror
 from .model import ChildSA, SaList
 from .mover import Mover, log_errors
@@ -431,6 +432,7 @@ class Reconciler:
         live = {ch.key: ch for ch in children if ch.state in ("INSTALLED", "")}
         todo = self.held.lost(set(live), view.states if view else {}, self.cfg.seq_margin, self.cfg.restore_max_pps)
         errs = self.backend.apply([AddState(new) for _k, _h, new, _j in todo])
+        said = Tally(log, level=logging.WARNING)  # 20,000 lines at a hub's flap: ten, and counts
         for (k, h, new, jump), err in zip(todo, errs):
             if err is not None and err.errno == errno.EEXIST:
                 continue  # there after all (added after the device's flush): not lost
@@ -443,13 +445,22 @@ class Reconciler:
             self.restored[ch.key] = ch
             self.restored_ids.setdefault(ch.key, []).append(new.id)
             self.drift_repaired += 1
-            seq = f" (outbound sequence advanced by {jump})" if h.outbound else ""
-            if h.outbound and pl.sequence_used_up(new):
+            dev = h.state.offload.ifindex if h.state.offload else 0
+            group = f"SAs restored in software after device #{dev} went down"
+            used_up = h.outbound and pl.sequence_used_up(new)
+            if used_up:
                 # no ESN: the estimate ran past 2^32 - 1; repeating a number would reuse a GCM
                 # nonce, so the SA sends nothing until charon's rekey (asked for first)
                 self.used_up.add(ch.key)
+                group += ", whose estimate used up their 32-bit sequence space (no ESN): they send nothing until charon rekeys them"
+            if not said.naming():
+                said.count(group)  # no line to build
+                continue
+            seq = f" (outbound sequence advanced by {jump})" if h.outbound else ""
+            if used_up:
                 seq += ": that reached the end of its 32-bit sequence space (no ESN), it sends nothing until charon rekeys it"
-            log.warning("%s reqid %d: restored %s in software after device #%d went down%s", ch.label, ch.reqid, new.describe(), h.state.offload.ifindex if h.state.offload else 0, seq)
+            said.info(group, "%s reqid %d: restored %s in software after device #%d went down%s", ch.label, ch.reqid, new.describe(), dev, seq)
+        said.close()
         return bool(todo)
 
     def take_restored(self) -> list[ChildSA]:

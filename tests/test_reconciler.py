@@ -848,3 +848,17 @@ def test_a_restore_that_uses_up_a_32_bit_sequence_says_so_and_is_rekeyed_first(c
     said = [m for m in caplog.messages if "32-bit sequence space" in m]
     assert len(said) == 1 and said[0].startswith("gw/b#2 reqid 2: restored"), caplog.messages
     assert [ch.key for ch in r.take_restored()] == [b.key, a.key]
+
+
+def test_a_hub_flap_names_ten_restored_sas_and_counts_the_rest(caplog):
+    kids = [child(name=f"c{i}", uniqueid=i, reqid=i, spi_in=0xC0000000 + i, spi_out=0xC1000000 + i, rts=(f"10.9.{i}.0/24",)) for i in range(1, 13)]
+    k = kernel_with(kids)
+    r = Reconciler(k, config.Config(), CAPS)
+    r.reconcile(kids)
+    _device_goes_down(k)
+    r.link_changed(ETH.ifindex, False)
+    with caplog.at_level(logging.WARNING, logger="swan_offload.reconciler"):
+        assert r.restore_now(kids)
+    assert len(k.states) == 24 and all(s.offload is None for s in k.states.values())
+    named = [m for m in caplog.messages if ": restored state spi" in m]
+    assert len(named) == 10 and "and 14 more SAs restored in software after device #2 went down" in caplog.messages, caplog.messages
