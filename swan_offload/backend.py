@@ -9,18 +9,22 @@ so a batch is a batch on both.
 from __future__ import annotations
 
 import errno
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from .links import read_devices
+from .mirror import is_larval
 from .planner import Device
 from .xfrm import constants as c
 from .xfrm import messages as m
 from .xfrm import objects as o
 from .xfrm.counters import SaCounters, counters_of, parse_dump
 from .xfrm.netlink import Request, XfrmError, XfrmSocket
+
+log = logging.getLogger("swan_offload.backend")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +109,9 @@ class NetlinkBackend:
         return out
 
     def apply(self, ops: Sequence[Op]) -> list[XfrmError | None]:
+        return replace_placeholders(self._send, self.get_states, ops, self._send(ops))
+
+    def _send(self, ops: Sequence[Op]) -> list[XfrmError | None]:
         reqs = []
         for i, op in enumerate(ops):
             if isinstance(op, AddState):
@@ -197,11 +204,49 @@ class MemoryBackend:
         return None
 
     def apply(self, ops: Sequence[Op]) -> list[XfrmError | None]:
+        return replace_placeholders(self._send, self.get_states, ops, self._send(ops))
+
+    def _send(self, ops: Sequence[Op]) -> list[XfrmError | None]:
         self.batches.append(list(ops))
         return [self._one(op) for op in ops]
 
     def devices(self) -> tuple[dict[str, Device], dict[str, Device]]:
         return dict(self.addresses), dict(self.names)
+
+
+PLACEHOLDER_TRIES = 3
+
+
+def replace_placeholders(send: Callable[[Sequence[Op]], list[XfrmError | None]],
+                         get_states: Callable[[Sequence[o.StateId]], list[o.XfrmState | None]],
+                         ops: Sequence[Op], errs: list[XfrmError | None]) -> list[XfrmError | None]:
+    """Send again each AddState that got EEXIST because an acquire's placeholder holds its SPI,
+    after a DELSA of the placeholder in the same datagram.
+
+    charon 5.9 names the outbound SPI in its OUT templates. A packet that meets charon's policy
+    while no software SA of that SPI exists (a move's swap, a device's flush of its offloaded
+    SAs and policies) makes ``xfrm_state_find`` insert a larval state with that SPI, and every
+    NEWSA of the SPI then answers EEXIST until ``xfrm_acq_expires`` (30 s): the move, its undo
+    and a device-loss restore all failed, and charon's SA was gone (CI, sim_interop.sh). A
+    placeholder holds no key and no traffic; only one the kernel shows as larval is removed.
+    """
+    out = list(errs)
+    for _ in range(PLACEHOLDER_TRIES):
+        blocked = [(i, op) for i, (op, e) in enumerate(zip(ops, out)) if isinstance(op, AddState) and e is not None and e.errno == errno.EEXIST]
+        held = get_states([op.state.id for _i, op in blocked]) if blocked else []
+        again = [(i, op) for (i, op), st in zip(blocked, held) if st is not None and is_larval(st)]
+        if not again:
+            break
+        retry: list[Op] = []
+        for _i, op in again:
+            retry += [DelState(op.state.id, f"remove the acquire placeholder holding spi 0x{op.state.spi:08x}"), op]
+        res = send(retry)
+        for k, (i, _op) in enumerate(again):
+            out[i] = res[2 * k + 1]
+        spis = ", ".join(f"0x{op.state.spi:08x}" for _i, op in again[:10]) + (" ..." if len(again) > 10 else "")
+        log.info("%d SPI(s) held by the kernel's acquire placeholders (a packet met charon's OUT policy while no SA of "
+                 "the SPI existed), replaced by their SAs: %s", len(again), spis)
+    return out
 
 
 def random_spi() -> int:

@@ -150,10 +150,14 @@ class Mover:
                 fresh.append((now, pl.moved_state(now, new.offload, outbound, self.cfg.seq_margin), outbound))
             if out[i] is not None:
                 continue
-            mine: list[Op] = list(drop)
+            # the twin before the states, stale policies after: a packet then meets an agent
+            # twin (template without SPI) while the OUT SA is swapped, never charon's policy
+            # with no software SA of its SPI (that makes a placeholder of the SPI, see
+            # backend.replace_placeholders)
+            mine: list[Op] = list(add)
             for cur, new, _ in fresh:
                 mine += [DelState(cur.id, "remove " + cur.describe()), AddState(new)]
-            mine += add
+            mine += drop
             segments.append((i, slice(len(ops), len(ops) + len(mine)), drop, add, fresh))
             ops += mine
         errs = self.backend.apply(ops) if ops else []
@@ -205,9 +209,6 @@ class Mover:
         first = next(e for e in errs if e is not None)
         repair: list[Op] = []
         moved = {new.id: (cur, new, outbound) for cur, new, outbound in changes}
-        for op, err in zip(ops, errs):
-            if isinstance(op, AddPolicy) and err is None:
-                repair.append(DelPolicy(op.policy.id, "undo " + op.policy.describe()))
         for i, (op, err) in enumerate(zip(ops, errs)):
             if not isinstance(op, AddState):
                 continue
@@ -224,6 +225,9 @@ class Mover:
             if err is None:
                 repair.append(DelState(new.id, "undo " + new.describe()))
             repair.append(AddState(back))
+        # the twins go after the states are back (as in a move, charon's policy is never the
+        # one a packet meets while an SA of its SPI is missing from software)
+        repair += [DelPolicy(op.policy.id, "undo " + op.policy.describe()) for op, err in zip(ops, errs) if isinstance(op, AddPolicy) and err is None]
         for err in self.backend.apply(repair):
             if err is not None:
                 log.error("could not restore after a refused move: %s", err)

@@ -862,3 +862,34 @@ def test_a_hub_flap_names_ten_restored_sas_and_counts_the_rest(caplog):
     assert len(k.states) == 24 and all(s.offload is None for s in k.states.values())
     named = [m for m in caplog.messages if ": restored state spi" in m]
     assert len(named) == 10 and "and 14 more SAs restored in software after device #2 went down" in caplog.messages, caplog.messages
+
+
+def test_a_device_loss_restore_replaces_the_placeholder_a_packet_left():
+    """The device's flush takes the offloaded SAs and twins; a packet meets charon's OUT policy,
+    whose template names the SPI, and the kernel leaves a larval state with that SPI: the
+    restore's NEWSA answers EEXIST. It used to read that as "there after all", and charon's SA
+    stayed missing (CI run of sim_interop.sh). The restore now puts the SA back in its place."""
+    ch, k, r, key_out = offloaded()
+    _device_goes_down(k)
+    held = replace(k.states.get(key_out) or charon_objects(ch)[0][0], aead=None, crypt=None, auth=None, replay=None, offload=None)
+    k.states[key_out] = held
+    r.link_changed(ETH.ifindex, False)
+    assert r.restore_now([ch])
+    back = k.states[key_out]
+    assert back.aead is not None and back.aead.key.reveal() == KEY and back.offload is None
+    assert [x.key for x in r.take_restored()] == [ch.key]
+
+
+def test_a_move_sets_the_twin_before_the_states_and_undoes_states_before_twins():
+    """Promotion: the agent's twin (no SPI in its template) comes before the OUT SA leaves
+    software, so a packet in the swap never meets charon's policy naming the SPI; an undo puts
+    the states back before it removes the twin."""
+    ch = child()
+    k = kernel_with([ch], cls=FailingSwap)
+    r = Reconciler(k, config.parse('[[rule]]\nfallback = "software"\n'), CAPS)
+    r.reconcile([ch])
+    kinds = [[type(op).__name__ + ("+twin" if isinstance(op, AddPolicy) and op.policy.templates else "") for op in b] for b in k.batches]
+    move = next(b for b in kinds if "DelState" in b and "AddState" in b)
+    assert move.index("AddPolicy+twin") < move.index("DelState")
+    undo = kinds[kinds.index(move) + 1]
+    assert undo[-1] == "DelPolicy" and undo.index("AddState") < undo.index("DelPolicy")

@@ -312,6 +312,17 @@ def test_kernel_6_12_accepts_clear_packets_matching_an_offloaded_in_policy(sim_j
     assert sec["cross_family"].split() == ["accepted", "1"], sec["cross_family"]
 
 
+def test_a_packet_in_a_swap_leaves_a_placeholder_that_the_backend_replaces(sim_job):
+    """jobs/sim_placeholder.sh: with charon's OUT policy naming the SPI and the SA gone (a move's
+    swap), one packet leaves a larval state holding that SPI; the kernel then answers a NEWSA of
+    the SPI with EEXIST (what failed a CI run: the move, its undo and the restore all did, and
+    charon's SA was lost). The backend removes the placeholder and adds the SA in its place."""
+    _res, sec = sim_job("sim_placeholder.sh", timeout=300)
+    got = section_json(sec, "placeholder")
+    assert got["read"] and got["after_packet"] == ["larval"], got
+    assert got["plain_add"] == "File exists", got
+    assert got["backend_add"] == "added" and got["after_add"] == ["sa"] and got["same_key"], got
+
 MATRIX = {  # child: (what it is, the mode it must end in, its cause)
     "tun4": ("tunnel IPv4, AES-GCM-128, ESN", "packet", ""),
     "tun4_256": ("tunnel IPv4, AES-GCM-256", "packet", ""),
