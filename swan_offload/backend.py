@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from .links import read_devices
-from .mirror import is_larval
+from .mirror import is_larval, tx_rule
 from .planner import Device
 from .xfrm import constants as c
 from .xfrm import messages as m
@@ -185,6 +185,9 @@ class MemoryBackend:
             off = op.state.offload
             if off and off.packet and off.ifindex in self.refuse:
                 return XfrmError(errno.EINVAL, self.refuse[off.ifindex], what)
+            rule = tx_rule(op.state)
+            if rule is not None and any(tx_rule(s) == rule for s in self.states.values()):
+                return XfrmError(errno.EEXIST, "Device failed to offload this state", what)  # a ConnectX's one TX rule per reqid
             self.states[k] = op.state
         elif isinstance(op, DelState):
             if self.states.pop(self._skey(op.id), None) is None:

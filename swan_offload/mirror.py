@@ -82,11 +82,24 @@ def change_of_written(mtype: int, obj: Any) -> Change | None:
     return None
 
 
+def tx_rule(st: o.XfrmState) -> tuple[Any, ...] | None:
+    """What a ConnectX keys a packet-offloaded OUT SA's TX rule on (mlx5 6.12, ipsec_fs.c
+    tx_add_rule): device, reqid, the selector's upper protocol and ports. One SA per key: a
+    second answers EEXIST. None for any other state."""
+    off = st.offload
+    if off is None or not off.packet or off.inbound:
+        return None
+    s = st.sel
+    return (off.ifindex, st.reqid, s.proto, s.sport & s.sport_mask, s.dport & s.dport_mask)
+
+
 class KernelMirror:
-    """States by (daddr, spi, proto), policies by identity, and the policies' index."""
+    """States by (daddr, spi, proto), policies by identity, the policies' index, and the
+    packet-offloaded OUT state holding each device TX rule (``tx``)."""
 
     def __init__(self) -> None:
         self.states: dict[StateKey, o.XfrmState] = {}
+        self.tx: dict[tuple[Any, ...], StateKey] = {}
         self.policies: dict[tuple[Any, ...], o.XfrmPolicy] = {}
         self.index = PolicyIndex([], pl.is_agent_policy)
         self.valid = False
@@ -113,6 +126,7 @@ class KernelMirror:
             wrong = {("state", k): how for k, how in _differ(self.states, new_states, _state_content).items()}
             wrong |= {("policy", k): how for k, how in _differ(self.policies, new_policies, pl.policy_content).items()}
         self.states, self.policies = new_states, new_policies
+        self.tx = {r: k for k, st in new_states.items() if (r := tx_rule(st)) is not None}
         self.index = PolicyIndex(list(new_policies.values()), pl.is_agent_policy)
         self.valid, self.why, self.touched = True, "", set()
         self.loads += 1
@@ -127,11 +141,16 @@ class KernelMirror:
             self.touched |= ch.reqids
         if ch.kind == "state":
             gone = self.states.pop(ch.key, None)
-            if ch.foreign and gone is not None:
-                self.touched.add(gone.reqid)
+            if gone is not None:
+                if ch.foreign:
+                    self.touched.add(gone.reqid)
+                if (r := tx_rule(gone)) is not None and self.tx.get(r) == ch.key:
+                    del self.tx[r]
             if ch.obj is not None:
                 assert isinstance(ch.obj, o.XfrmState)
                 self.states[ch.key] = ch.obj
+                if (r := tx_rule(ch.obj)) is not None:
+                    self.tx[r] = ch.key
             return
         old = self.policies.pop(ch.key, None)
         if old is not None:
@@ -142,6 +161,12 @@ class KernelMirror:
             assert isinstance(ch.obj, o.XfrmPolicy)
             self.policies[ch.key] = ch.obj
             self.index.add(ch.obj)
+
+    def tx_holder(self, st: o.XfrmState) -> o.XfrmState | None:
+        """Another SA holding the device TX rule ``st`` would need (``tx_rule``)."""
+        r = tx_rule(st)
+        k = self.tx.get(r) if r is not None else None
+        return self.states.get(k) if k is not None and k != state_key(st) else None
 
     # the reconciler's own writes, applied at once (their notifications replay them later)
     def put_state(self, st: o.XfrmState) -> None:

@@ -17,8 +17,8 @@ from typing import Any
 from . import planner as pl
 from .backend import AddPolicy, AddState, Backend, DelPolicy, DelState, Op, random_spi
 from .config import Config
-from .held import HeldCopies
-from .mirror import KernelMirror, state_key
+from .held import HeldCopies, Key
+from .mirror import KernelMirror, StateKey, state_key
 from .xfrm.netlink import XfrmError
 from .xfrm.objects import Algo, LifetimeCur, Secret, XfrmState
 
@@ -127,8 +127,11 @@ class Mover:
                     log_errors(self.backend.apply(drop), "remove policy")
                     self._forget(drop)
                 out[i] = refusal
-        # read again just before the swap: counters and sequence numbers moved on
+        # read again just before the swap: counters and sequence numbers moved on (the OUT SAs
+        # holding a TX rule a move needs too: they are moved out of the way, see make_room)
         ids = [cur.id for i, (_d, _a, changes) in enumerate(steps) if out[i] is None for cur, _new in changes]
+        ids += [h.id for i, (_d, _a, changes) in enumerate(steps) if out[i] is None for _cur, new in changes
+                if (h := self.mirror.tx_holder(new)) is not None]
         now_of = {state_key(sid): st for sid, st in zip(ids, self.backend.get_states(ids))}
         ops: list[Op] = []
         segments: list[tuple[int, slice, list[DelPolicy], list[AddPolicy], list[tuple[XfrmState, XfrmState, bool]]]] = []
@@ -147,7 +150,8 @@ class Mover:
                 if pl.state_matches(now, new.offload):  # moved meanwhile (the rekey follower)
                     self.mirror.put_state(now)
                     continue
-                fresh.append((now, pl.moved_state(now, new.offload, outbound, self.cfg.seq_margin), outbound))
+                moved = pl.moved_state(now, new.offload, outbound, self.cfg.seq_margin)
+                fresh += self.make_room(moved, now_of) + [(now, moved, outbound)]
             if out[i] is not None:
                 continue
             # the twin before the states, stale policies after: a packet then meets an agent
@@ -162,8 +166,30 @@ class Mover:
             ops += mine
         errs = self.backend.apply(ops) if ops else []
         for i, part, drop, add, fresh in segments:
-            out[i] = self._settle(cps[i], ops[part], errs[part], drop, add, fresh)
+            out[i] = self.settle(cps[i].child.key, ops[part], errs[part], drop, add, fresh)
         return out
+
+    def make_room(self, new: XfrmState, now_of: dict[StateKey, XfrmState | None] | None = None) -> list[tuple[XfrmState, XfrmState, bool]]:
+        """The move that frees the device TX rule ``new`` needs, if another OUT SA holds it.
+
+        A ConnectX (mlx5 6.12, ipsec_fs.c tx_add_rule) keys that rule on reqid and upper
+        protocol, one SA each: a rekey's new OUT SA answers EEXIST while its predecessor is
+        offloaded. The predecessor goes back to software in the same batch, just before: charon
+        already sends on the new SA (its template names the new SPI) and deletes the old one
+        at its delete_rekeyed_delay; nothing selects a software SA beside the twin. ``now_of``:
+        fresh reads by state key (else read here)."""
+        held = self.mirror.tx_holder(new)
+        if held is None:
+            return []
+        now = now_of.get(state_key(held.id)) if now_of is not None else self.backend.get_state(held.id)
+        if now is None or not pl.state_matches(now, held.offload):
+            return []  # gone or moved meanwhile: the kernel answers for itself
+        return [(now, pl.moved_state(now, None, True, self.cfg.seq_margin), True)]
+
+    def swap(self, child: Key, fresh: list[tuple[XfrmState, XfrmState, bool]]) -> str | None:
+        """Move states, each by DELSA+NEWSA, in one batch; record or undo as a move does. Returns a refusal text."""
+        ops: list[Op] = [op for cur, new, _ in fresh for op in (DelState(cur.id, "remove " + cur.describe()), AddState(new))]
+        return self.settle(child, ops, self.backend.apply(ops), [], [], fresh)
 
     def _steps(self, cp: pl.ChildPlan, plan: pl.Plan) -> tuple[list[DelPolicy], list[AddPolicy], list[tuple[XfrmState, XfrmState]]]:
         """What moving ``cp`` takes, as the mirror has its objects: policies to drop and to set, states to replace."""
@@ -185,8 +211,8 @@ class Mover:
         changes = pl.state_changes(cp, self.cfg.seq_margin) if cp.target != pl.KEEP else []
         return drop, add, changes
 
-    def _settle(self, cp: pl.ChildPlan, ops: list[Op], errs: list[XfrmError | None], drop: list[DelPolicy], add: list[AddPolicy],
-                fresh: list[tuple[XfrmState, XfrmState, bool]]) -> str | None:
+    def settle(self, child: Key, ops: list[Op], errs: list[XfrmError | None], drop: list[DelPolicy], add: list[AddPolicy],
+               fresh: list[tuple[XfrmState, XfrmState, bool]]) -> str | None:
         """Record one CHILD_SA's part of a write batch; undo it if any of its writes failed."""
         self._forget(drop)
         if not any(errs):
@@ -195,7 +221,9 @@ class Mover:
             for _cur, new, outbound in fresh:
                 self.mirror.put_state(new)
                 if new.offload is not None:
-                    self.held.keep(new, cp.child.key, outbound)
+                    self.held.keep(new, child, outbound)
+                else:  # back in software (make_room): no copy to restore from a device loss
+                    self.held.pop(state_key(new), None)
             return None
         try:
             return self._undo(ops, errs, fresh)
@@ -209,7 +237,9 @@ class Mover:
         first = next(e for e in errs if e is not None)
         repair: list[Op] = []
         moved = {new.id: (cur, new, outbound) for cur, new, outbound in changes}
-        for i, (op, err) in enumerate(zip(ops, errs)):
+        # the last move first: a rekey's new OUT SA leaves the device TX rule before its
+        # predecessor (make_room) takes it back
+        for i, (op, err) in reversed(list(enumerate(zip(ops, errs)))):
             if not isinstance(op, AddState):
                 continue
             cur, new, outbound = moved[op.state.id]

@@ -122,6 +122,9 @@ class ChildPlan:
     cause: str = ""  # the reason's class, one of CAUSES
 
     crypto_refusal: str = ""  # set when the device is known not to take crypto offload
+    # its OUT SA stays where it is: a newer CHILD_SA of its reqid takes the device's one TX
+    # rule of that reqid (see one_tx_rule_per_reqid)
+    out_stays: bool = False
 
     def fallback(self, reason: str, cause: str) -> ChildPlan:
         """The same child sent to its configured fallback, with the reason and its class recorded."""
@@ -434,6 +437,7 @@ def plan(
             if q is not None:
                 plans[i] = p.fallback(f"offloading would hide {q.describe()}, which charon ranks above this CHILD_SA", SHADOWED)
                 break
+    plans = one_tx_rule_per_reqid(plans)
     bypasses = _bypasses(cfg, plans, ikes or [], view, ports_seen, scope.devices if scope else frozenset())
     wanted = {policy_key(x) for x in bypasses} | {policy_key(x) for p in plans for x in p.policies}
     # policies of children still pending are not stale: they may still be needed; nor are those
@@ -462,13 +466,32 @@ def plan(
     return Plan(tuple(plans), bypasses, stale, probes)
 
 
+def one_tx_rule_per_reqid(plans: list[ChildPlan]) -> list[ChildPlan]:
+    """Of the CHILD_SAs of one reqid going to packet offload on one device (a duplicate
+    CHILD_SA, charon's same config twice: same reqid, same selectors), only the newest moves
+    its OUT SA: a ConnectX (mlx5 6.12, ipsec_fs.c tx_add_rule) holds one TX rule per reqid and
+    upper protocol and refuses a second (EEXIST). The kernel sends on the newest SA of the
+    reqid anyway (the twin's template names no SPI); the others' OUT SAs carry nothing."""
+    newest: dict[tuple[int, int], int] = {}
+    for p in plans:
+        if p.target == PACKET and p.device is not None:
+            k = (p.device.ifindex, p.child.reqid)
+            newest[k] = max(newest.get(k, 0), p.child.uniqueid)
+    return [
+        replace(p, out_stays=True)
+        if p.target == PACKET and p.device is not None and newest[(p.device.ifindex, p.child.reqid)] != p.child.uniqueid
+        else p
+        for p in plans
+    ]
+
+
 def state_changes(p: ChildPlan, seq_margin: int) -> list[tuple[XfrmState, XfrmState]]:
     """(current, replacement) for each of the child's states whose offload must change."""
     if p.target not in (PACKET, CRYPTO, SOFTWARE):
         return []
     out = []
     for cur, inbound in ((p.state_out, False), (p.state_in, True)):
-        if cur is None:
+        if cur is None or (p.out_stays and not inbound):
             continue
         want = offload_for(p.target, p.device, inbound)
         if not state_matches(cur, want):

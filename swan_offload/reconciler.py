@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from . import planner as pl
-from .backend import AddPolicy, AddState, Backend, DelPolicy, DelState, Op
+from .backend import AddPolicy, AddState, Backend, DelPolicy, DelState
 from .capability import KernelCaps
 from .charon_mirror import CharonMirror, Scope
 from .config import Config
@@ -401,19 +401,12 @@ class Reconciler:
             return False
         st = now
         new = pl.moved_state(st, twin.state.offload, twin.outbound, self.cfg.seq_margin)
-        gone, refused = self.backend.apply([DelState(st.id, "remove " + st.describe()), AddState(new)])
-        if gone is None and refused is None:
-            self.held.keep(new, twin.child, twin.outbound)
-            self.ledger.followed[st.spi] = time.time()
-            log.info("reqid %d: new %s offloaded on arrival (a rekey of an offloaded CHILD_SA)", st.reqid, new.describe())
-            return True
-        repair: list[Op] = []
-        if gone is not None and refused is None:  # charon deleted it meanwhile: no orphan
-            repair.append(DelState(new.id, "remove replacement of a state charon deleted"))
-        elif gone is None:  # the device refused: charon's SA goes back, the full reconcile decides
-            repair.append(AddState(pl.moved_state(st, None, twin.outbound, self.cfg.seq_margin)))
-        log_errors(self.backend.apply(repair), "restore after a refused offload on arrival")
-        return False
+        # refused, charon's SA goes back as it was (the mover's undo) and the full reconcile decides
+        if self.mover.swap(twin.child, self.mover.make_room(new) + [(st, new, twin.outbound)]) is not None:
+            return False
+        self.ledger.followed[st.spi] = time.time()
+        log.info("reqid %d: new %s offloaded on arrival (a rekey of an offloaded CHILD_SA)", st.reqid, new.describe())
+        return True
 
     def _offloaded(self, h: Held) -> bool:
         done = self.outcomes.get(h.child)

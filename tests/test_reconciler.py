@@ -17,6 +17,7 @@ from swan_offload.backend import AddPolicy, AddState, MemoryBackend
 from swan_offload.capability import KernelCaps
 from swan_offload.reconciler import Reconciler
 from swan_offload.xfrm import constants as c
+from swan_offload.xfrm import objects as o
 from swan_offload.xfrm.netlink import XfrmError
 
 CAPS = KernelCaps(True, "test kernel has packet offload", "6.12.0")
@@ -195,8 +196,14 @@ def test_two_children_sharing_reqid_and_selectors_both_move():
     r = Reconciler(k, config.Config(), CAPS)
     r.reconcile([a, b])
     assert r.outcomes[a.key].mode == r.outcomes[b.key].mode == "packet"
-    assert all(s.offload and s.offload.packet for s in k.states.values())
+    # a ConnectX holds one OUT SA per reqid: the newest CHILD_SA's (the kernel sends on it);
+    # the older one's stays in software, and a second reconcile changes nothing
+    assert offloads(k) == {a.spi_out: None, b.spi_out: c.XFRM_OFFLOAD_PACKET,
+                           a.spi_in: c.XFRM_OFFLOAD_PACKET | c.XFRM_OFFLOAD_INBOUND, b.spi_in: c.XFRM_OFFLOAD_PACKET | c.XFRM_OFFLOAD_INBOUND}
     assert len([p for p in k.policies.values() if pl.is_agent_policy(p) and p.templates]) == 1  # one out twin
+    k.batches.clear()
+    r.reconcile([a, b])
+    assert mutations(k) == []
 
 
 def test_probe_states_never_serve_traffic_and_leftovers_are_removed():
@@ -514,8 +521,12 @@ def test_rekeyed_sa_of_an_offloaded_child_is_offloaded_on_arrival():
     new, states = _rekeyed(k, old)
     k.batches.clear()
     assert all(r.follow(st) for st in states)
-    assert [[type(op).__name__ for op in b] for b in k.batches] == [["DelState", "AddState"]] * 2  # no probe
-    assert offloads(k)[new.spi_out] == c.XFRM_OFFLOAD_PACKET
+    # no probe; the old OUT SA leaves the device's TX rule of the reqid first, in the same batch
+    # (a ConnectX refuses a second one), and goes back to software for charon to delete
+    assert [[type(op).__name__ for op in b] for b in k.batches] == [["DelState", "AddState"] * 2, ["DelState", "AddState"]]
+    assert offloads(k)[new.spi_out] == c.XFRM_OFFLOAD_PACKET and offloads(k)[old.spi_out] is None
+    assert k.states[(old.remote_host, old.spi_out, c.IPPROTO_ESP)].replay.oseq == 500 + 2 * config.Config().seq_margin
+    assert offloads(k)[old.spi_in] == c.XFRM_OFFLOAD_PACKET | c.XFRM_OFFLOAD_INBOUND  # inbound rules are per SPI
     assert offloads(k)[new.spi_in] == c.XFRM_OFFLOAD_PACKET | c.XFRM_OFFLOAD_INBOUND
     moved_out = k.states[(new.remote_host, new.spi_out, c.IPPROTO_ESP)]
     assert moved_out.replay.oseq == 500 + config.Config().seq_margin  # the usual forward jump, never back
@@ -575,15 +586,30 @@ class RefusesAfterFirst(MemoryBackend):
         return super()._one(op)
 
 
+class RefusesTheRekey(MemoryBackend):
+    """Takes the first CHILD_SA's SAs, refuses its successor's."""
+
+    def _one(self, op):
+        if isinstance(op, AddState) and op.state.offload and op.state.spi in (0xC0000002, 0xC1000002):
+            return XfrmError(errno.ENOSPC, "Device SA table is full", "add state")
+        return super()._one(op)
+
+
 def test_refused_offload_on_arrival_puts_charons_sa_back():
+    """The new OUT SA refused after the old one left the TX rule for it: the undo runs last
+    move first, so the new one is back in software and the old one back on the device."""
     old = child()
-    k = kernel_with([old], cls=RefusesAfterFirst)
+    k = kernel_with([old], cls=RefusesTheRekey)
     r = Reconciler(k, config.Config(), CAPS)
     r.reconcile([old])
     new, states = _rekeyed(k, old)
     assert not r.follow(states[0])
     back = k.states[(new.remote_host, new.spi_out, c.IPPROTO_ESP)]
     assert back.offload is None and back.aead == states[0].aead
+    prev = k.states[(old.remote_host, old.spi_out, c.IPPROTO_ESP)]
+    assert prev.offload == o.Offload(ETH.ifindex, c.XFRM_OFFLOAD_PACKET)
+    assert prev.replay.oseq >= 500 + 2 * config.Config().seq_margin  # never back
+    assert r.mirror.tx_holder(replace(back, offload=prev.offload)) == prev
 
 
 class RefusesSaOnly(MemoryBackend):
