@@ -170,7 +170,7 @@ def test_refusals_end_in_fallback_with_the_device_reason(sim_job):
     # aes256-sha256: packet refused, then crypto (fallback "crypto") refused, software it is
     cbc = rows["net"]
     assert cbc["mode"] == "software" and cbc["device"] is None, cbc
-    text = "Cannot offload xfrm states with separate encryption, authentication or compression"
+    text = "Cannot offload authenticated xfrm states"
     assert cbc["reason"].count(text) == 2 and "crypto offload refused" in cbc["reason"], cbc
     # max_sa=1: the probe passes, the move's second NEWSA hits the full table and is undone
     full = rows["net6"]
@@ -366,4 +366,46 @@ def test_every_claimed_shape_carries_traffic_in_the_mode_status_reports(sim_job)
     print("\n".join(table))
     for counter in ("XfrmOutBundleGenError", "XfrmOutNoStates", "XfrmInStateSeqError", "XfrmInTmplMismatch"):
         assert re.search(rf"^{counter}\s+0$", sec["stat"], re.M), (counter, sec["stat"])
+    assert section_json(sec, "nokeys")["found_in"] == ["/run/nokeys-control"]
+
+
+RULES = {  # part: {child: (mode it must end in, the device's words in its reason, or "")}
+    "prio": {c: ("crypto", "Device does not support policy priority") for c in
+             ("tun4", "tun4_256", "tr4", "tr4_256", "esnwin", "oldwin", "life", "opts", "bigwin")},
+    "caps": {"tun4": ("software", "Cannot offload ESN xfrm states"),
+             "tun4_256": ("crypto", "Packet offload is not supported for tunnel mode"),
+             "tr4": ("software", "Cannot offload ESN xfrm states"), "tr4_256": ("packet", ""),
+             "esnwin": ("software", "Cannot offload ESN xfrm states"),
+             **{c: ("crypto", "Packet offload is not supported for tunnel mode") for c in ("oldwin", "life", "opts", "bigwin")}},
+    # replay_esn windows are checked (ESN, or charon's form of a window over 32), an old-style one
+    # never; a soft byte limit equal to the hard one is refused
+    "rules": {"esnwin": ("software", "Unsupported replay window size"), "oldwin": ("packet", ""),
+              "life": ("software", "Hard byte limit must be greater than soft one"), "opts": ("packet", ""),
+              "bigwin": ("software", "Unsupported replay window size")},
+}
+
+
+def test_swsim_refuses_what_mlx5_6_12_refuses_and_fallbacks_carry_traffic(sim_job):
+    """Issue 14 (jobs/sim_rules.sh, tests/lab/sim/README.md): each mlx5e_xfrm_validate_state /
+    _policy rule met through charon and the agent, with the capabilities a card may lack
+    (module parameters, changed at run time): what is refused reaches status with the device's
+    words and its fallback carries traffic both ways; what is accepted carries it in packet
+    offload. IP options over packet offload are dropped (mlx5e_ipsec_offload_ok)."""
+    res, sec = sim_job("sim_rules.sh", timeout=900)
+    why = detail(res)
+    for part, want in RULES.items():
+        rows = {c["child"]: c for c in section_json(sec, part)["children"]}
+        traffic = {r["child"]: r for r in (json.loads(line) for line in sec[f"{part}_traffic"].splitlines() if line.startswith("{"))}
+        for child, (mode, words) in want.items():
+            row, t = rows[child], traffic[child]
+            assert row["mode"] == mode and words in row["reason"] and (row["reason"] == "") == (mode == "packet"), (part, row, why)
+            assert sum(t["out"].values()) == 20 and sum(t["in"].values()) == 20, (part, child, t, why)
+    # without the ESN capability the device refuses both modes: its words for each
+    tun4 = next(c for c in section_json(sec, "caps")["children"] if c["child"] == "tun4")
+    assert tun4["reason"].count("Cannot offload ESN xfrm states") == 2 and "crypto offload refused" in tun4["reason"], tun4
+    assert section_json(sec, "options") == {"received": {"5204": 0}, "out_errors": 10}, why
+    policy = section_json(sec, "policy")
+    assert policy["udp_port"] == "accepted", policy
+    assert "Unsupported policy with reqid 0 without at least one of upper protocol or ip addr(s) different than 0" in policy["catch_all"], policy
+    assert_consistent(section_json(sec, "kernel"), "kernel", why)
     assert section_json(sec, "nokeys")["found_in"] == ["/run/nokeys-control"]

@@ -7,6 +7,8 @@
     udp.py send DST PORTS COUNT GAP [SPORT]
                                             COUNT datagrams to every port, GAP seconds apart
                                             (from SPORT if given); DST IPv4 or IPv6
+    udp.py options DST PORT COUNT            COUNT IPv4 datagrams carrying IP options (four bytes:
+                                            NOP NOP NOP EOL, so the header is 24 bytes long)
     udp.py clear SRC DST PORT COUNT         COUNT datagrams from SRC (an address of this host)
                                             to DST:PORT in clear, past this host's own IPsec
                                             policies (a per-socket bypass, as charon's IKE
@@ -86,8 +88,18 @@ def clear(src: str, dst: str, port: int, count: int) -> None:
         time.sleep(0.05)
 
 
+def options(dst: str, port: int, count: int) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, bytes([1, 1, 1, 0]))
+    for i in range(count):
+        s.sendto(f"lab {i}".encode(), (dst, port))
+        time.sleep(0.05)
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "clear":
+    if sys.argv[1] == "options":
+        options(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    elif sys.argv[1] == "clear":
         clear(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     elif sys.argv[1] == "recv":
         recv(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5] if len(sys.argv) > 5 else None)

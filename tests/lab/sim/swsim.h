@@ -21,6 +21,8 @@
 #define SWSIM_MAX_WINDOW 256
 
 extern int swsim_max_sa;
+/* capabilities a ConnectX may lack (mlx5_ipsec_device_caps): 1 = has it */
+extern bool swsim_cap_esn, swsim_cap_tunnel, swsim_cap_prio;
 
 /* One offloaded SA: the "hardware" copy of what the kernel gave the device. */
 struct swsim_sa {
@@ -30,6 +32,7 @@ struct swsim_sa {
 	bool inbound;
 	bool crypto;			/* crypto offload: the kernel frames ESP, the device ciphers */
 	bool esn;
+	bool replay;			/* inbound anti-replay in the device: ESN SAs only, as mlx5 */
 	u64 oseq;			/* outbound: last sequence number sent */
 	u64 top;			/* inbound: highest sequence number accepted */
 	u32 window;			/* inbound: replay window (bits) */

@@ -9,6 +9,8 @@
  * unchanged, so a peer running software ESP interoperates.
  *
  *   insmod swsim.ko max_sa=N     cap on offloaded SAs per device (ENOSPC beyond)
+ *                   esn=0 tunnel=0 prio=0   a card without that capability (mlx5's
+ *                                MLX5_IPSEC_CAP_ESN, _TUNNEL, _PRIO): refused with its words
  */
 #include <linux/module.h>
 #include <linux/etherdevice.h>
@@ -19,6 +21,13 @@
 int swsim_max_sa = 1024;
 module_param_named(max_sa, swsim_max_sa, int, 0644);
 MODULE_PARM_DESC(max_sa, "offloaded SAs each device accepts before refusing (ENOSPC)");
+bool swsim_cap_esn = true, swsim_cap_tunnel = true, swsim_cap_prio = true;
+module_param_named(esn, swsim_cap_esn, bool, 0644);
+MODULE_PARM_DESC(esn, "ESN SAs offloadable (MLX5_IPSEC_CAP_ESN)");
+module_param_named(tunnel, swsim_cap_tunnel, bool, 0644);
+MODULE_PARM_DESC(tunnel, "tunnel mode in packet offload (MLX5_IPSEC_CAP_TUNNEL)");
+module_param_named(prio, swsim_cap_prio, bool, 0644);
+MODULE_PARM_DESC(prio, "policies with a non-zero priority offloadable (MLX5_IPSEC_CAP_PRIO)");
 
 static struct net_device *swsim_devs[2];
 

@@ -9,6 +9,8 @@
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <linux/icmp.h>
+#include <linux/pfkeyv2.h>
+#include <net/ipv6.h>
 #include <crypto/aead.h>
 #include "swsim.h"
 
@@ -17,21 +19,48 @@ static struct swsim_priv *priv_of(struct net_device *dev)
 	return netdev_priv(dev);
 }
 
+/*
+ * mlx5e_xfrm_validate_state (Linux 6.12), check for check and in its order, with its
+ * messages: a ConnectX answers an SA this way. Capabilities a given card may lack are module
+ * parameters (esn, tunnel; ESP-in-UDP is one swsim lacks: no UDP framing in its datapath).
+ */
 static int swsim_check_state(struct xfrm_state *x, struct netlink_ext_ack *extack)
 {
 	bool packet = x->xso.type == XFRM_DEV_OFFLOAD_PACKET;
 	bool inbound = x->xso.dir == XFRM_DEV_OFFLOAD_IN;
 
+	if (x->props.aalgo != SADB_AALG_NONE) {
+		NL_SET_ERR_MSG_MOD(extack, "Cannot offload authenticated xfrm states");
+		return -EINVAL;
+	}
+	if (x->props.ealgo != SADB_X_EALG_AES_GCM_ICV16) {
+		NL_SET_ERR_MSG_MOD(extack, "Only AES-GCM-ICV16 xfrm state may be offloaded");
+		return -EINVAL;
+	}
+	if (x->props.calgo != SADB_X_CALG_NONE) {
+		NL_SET_ERR_MSG_MOD(extack, "Cannot offload compressed xfrm states");
+		return -EINVAL;
+	}
+	if ((x->props.flags & XFRM_STATE_ESN) && !swsim_cap_esn) {
+		NL_SET_ERR_MSG_MOD(extack, "Cannot offload ESN xfrm states");
+		return -EINVAL;
+	}
+	if (x->props.family != AF_INET && x->props.family != AF_INET6) {
+		NL_SET_ERR_MSG_MOD(extack, "Only IPv4/6 xfrm states may be offloaded");
+		return -EINVAL;
+	}
 	if (x->id.proto != IPPROTO_ESP) {
 		NL_SET_ERR_MSG_MOD(extack, "Only ESP xfrm state may be offloaded");
 		return -EINVAL;
 	}
-	if (x->ealg || x->aalg || x->calg) {
-		NL_SET_ERR_MSG_MOD(extack, "Cannot offload xfrm states with separate encryption, authentication or compression (AES-GCM only)");
+	if (x->encap) {
+		/* a card without MLX5_IPSEC_CAP_ESPINUDP; with it mlx5 takes UDP_ENCAP_ESPINUDP in
+		 * packet offload, transport mode only */
+		NL_SET_ERR_MSG_MOD(extack, "Encapsulation is not supported");
 		return -EINVAL;
 	}
-	if (!x->aead || strcmp(x->aead->alg_name, "rfc4106(gcm(aes))")) {
-		NL_SET_ERR_MSG_MOD(extack, "Cannot offload xfrm states without aead rfc4106(gcm(aes))");
+	if (!x->aead) {
+		NL_SET_ERR_MSG_MOD(extack, "Cannot offload xfrm states without aead");
 		return -EINVAL;
 	}
 	if (x->aead->alg_icv_len != 128) {
@@ -42,15 +71,19 @@ static int swsim_check_state(struct xfrm_state *x, struct netlink_ext_ack *extac
 		NL_SET_ERR_MSG_MOD(extack, "Cannot offload xfrm states with AEAD key length other than 128/256 bit");
 		return -EINVAL;
 	}
-	if (x->geniv && strcmp(x->geniv, "seqiv")) {
-		NL_SET_ERR_MSG_MOD(extack, "Cannot offload xfrm states with geniv other than seqiv");
-		return -EINVAL;
-	}
 	if (x->tfcpad) {
 		NL_SET_ERR_MSG_MOD(extack, "Cannot offload xfrm states with tfc padding");
 		return -EINVAL;
 	}
-	if (x->sel.proto != IPPROTO_IP && x->sel.proto != IPPROTO_TCP && x->sel.proto != IPPROTO_UDP) {
+	if (!x->geniv) {
+		NL_SET_ERR_MSG_MOD(extack, "Cannot offload xfrm states without geniv");
+		return -EINVAL;
+	}
+	if (strcmp(x->geniv, "seqiv")) {
+		NL_SET_ERR_MSG_MOD(extack, "Cannot offload xfrm states with geniv other than seqiv");
+		return -EINVAL;
+	}
+	if (x->sel.proto != IPPROTO_IP && x->sel.proto != IPPROTO_UDP && x->sel.proto != IPPROTO_TCP) {
 		NL_SET_ERR_MSG_MOD(extack, "Device does not support upper protocol other than TCP/UDP");
 		return -EINVAL;
 	}
@@ -58,39 +91,62 @@ static int swsim_check_state(struct xfrm_state *x, struct netlink_ext_ack *extac
 		NL_SET_ERR_MSG_MOD(extack, "Only transport and tunnel xfrm states may be offloaded");
 		return -EINVAL;
 	}
-	/* no inner/outer family check: mlx5e_xfrm_validate_state (6.12 up to 6.19) has none, and
-	 * takes cross-family tunnels that it cannot carry (see swsim_esp_decap) */
-	if (x->encap) {
-		NL_SET_ERR_MSG_MOD(extack, "Encapsulated (NAT-T) xfrm states are not supported by this device");
-		return -EINVAL;
-	}
+	/* no inner/outer family check: mlx5 (6.12 up to 6.19) has none, and takes cross-family
+	 * tunnels that it cannot carry (see swsim_esp_decap) */
 	if (!packet)
 		return 0;	/* crypto offload: the kernel keeps policies, lifetimes and anti-replay */
+	if (x->props.mode == XFRM_MODE_TUNNEL && !swsim_cap_tunnel) {
+		NL_SET_ERR_MSG_MOD(extack, "Packet offload is not supported for tunnel mode");
+		return -EINVAL;
+	}
+	/* only an inbound SA with replay_esn is checked; an old-style replay_window never is */
+	if (x->replay_esn && inbound && x->replay_esn->replay_window != 32 && x->replay_esn->replay_window != 64 &&
+	    x->replay_esn->replay_window != 128 && x->replay_esn->replay_window != 256) {
+		NL_SET_ERR_MSG_MOD(extack, "Unsupported replay window size");
+		return -EINVAL;
+	}
 	if (!x->props.reqid) {
 		NL_SET_ERR_MSG_MOD(extack, "Cannot offload without reqid");
 		return -EINVAL;
 	}
-	if (x->lft.soft_byte_limit > x->lft.hard_byte_limit ||
-	    x->lft.soft_packet_limit > x->lft.hard_packet_limit || !x->lft.hard_byte_limit ||
-	    !x->lft.hard_packet_limit) {
-		NL_SET_ERR_MSG_MOD(extack, "Soft limits must be below hard limits and neither may be 0");
+	if (x->lft.soft_byte_limit >= x->lft.hard_byte_limit && x->lft.hard_byte_limit != XFRM_INF) {
+		NL_SET_ERR_MSG_MOD(extack, "Hard byte limit must be greater than soft one");
 		return -EINVAL;
 	}
-	if (inbound) {
-		u32 w = x->replay_esn ? x->replay_esn->replay_window : x->props.replay_window;
-
-		if (w != 32 && w != 64 && w != 128 && w != 256) {
-			NL_SET_ERR_MSG_MOD(extack, "Cannot offload replay window other than 32/64/128/256");
-			return -EINVAL;
-		}
+	if (!x->lft.soft_byte_limit || !x->lft.hard_byte_limit) {
+		NL_SET_ERR_MSG_MOD(extack, "Soft/hard byte limits can't be 0");
+		return -EINVAL;
+	}
+	if (x->lft.soft_packet_limit >= x->lft.hard_packet_limit && x->lft.hard_packet_limit != XFRM_INF) {
+		NL_SET_ERR_MSG_MOD(extack, "Hard packet limit must be greater than soft one");
+		return -EINVAL;
+	}
+	if (!x->lft.soft_packet_limit || !x->lft.hard_packet_limit) {
+		NL_SET_ERR_MSG_MOD(extack, "Soft/hard packet limits can't be 0");
+		return -EINVAL;
 	}
 	return 0;
+}
+
+/*
+ * ipsec_fs.c tx_add_rule (6.12, packet offload): the TX SA rule matches the reqid (register
+ * c4) and the selector's upper protocol and ports, no address and no SPI, and is added with
+ * FLOW_ACT_NO_APPEND; a ConnectX has the duplicate-match capability, so a second rule of the
+ * same match fails with EEXIST and mlx5e_xfrm_add_state's weak "Device failed to offload this
+ * state". A device holds one packet-offloaded OUT SA per reqid and upper protocol: a rekey's
+ * new one is refused while the old one is there.
+ */
+static bool swsim_same_tx_rule(const struct xfrm_state *a, const struct xfrm_state *b)
+{
+	return a->props.reqid == b->props.reqid && a->sel.proto == b->sel.proto &&
+	       (a->sel.sport & a->sel.sport_mask) == (b->sel.sport & b->sel.sport_mask) &&
+	       (a->sel.dport & a->sel.dport_mask) == (b->sel.dport & b->sel.dport_mask);
 }
 
 static int swsim_state_add(struct xfrm_state *x, struct netlink_ext_ack *extack)
 {
 	struct swsim_priv *p = priv_of(x->xso.dev);
-	struct swsim_sa *sa;
+	struct swsim_sa *sa, *other;
 	int err;
 
 	/*
@@ -131,6 +187,9 @@ static int swsim_state_add(struct xfrm_state *x, struct netlink_ext_ack *extack)
 		sa->top = x->replay.seq;
 		sa->window = x->props.replay_window;
 	}
+	/* mlx5 programs anti-replay for ESN SAs only (mlx5e_ipsec_build_accel_xfrm_attrs): a
+	 * packet-offloaded SA without ESN takes whatever sequence number arrives */
+	sa->replay = sa->esn || sa->crypto;
 	/* continue from the kernel's replay state: everything up to top counts as seen */
 	if (sa->top)
 		bitmap_fill(sa->bitmap, SWSIM_MAX_WINDOW);
@@ -140,6 +199,16 @@ static int swsim_state_add(struct xfrm_state *x, struct netlink_ext_ack *extack)
 		NL_SET_ERR_MSG_MOD(extack, "Device SA table is full (swsim max_sa)");
 		err = -ENOSPC;
 		goto free_aead;
+	}
+	if (!sa->inbound && !sa->crypto) {
+		list_for_each_entry(other, &p->sas, list) {
+			if (other->inbound || other->crypto || !swsim_same_tx_rule(other->x, x))
+				continue;
+			spin_unlock_bh(&p->lock);
+			NL_SET_ERR_MSG_WEAK_MOD(extack, "Device failed to offload this state");
+			err = -EEXIST;
+			goto free_aead;
+		}
 	}
 	list_add(&sa->list, &p->sas);	/* newest first: it wins lookups by reqid */
 	p->nsa++;
@@ -177,9 +246,16 @@ static void swsim_state_free(struct xfrm_state *x)
 	kfree_sensitive(sa);
 }
 
+/*
+ * mlx5e_ipsec_offload_ok: IPv4 options and IPv6 extension headers are not offloadable; in
+ * packet offload the kernel then drops the packet (xfrm_output). The header is read as the
+ * SA's outer family says, whatever the packet is (so a cross-family tunnel reads it wrong).
+ */
 static bool swsim_offload_ok(struct sk_buff *skb, struct xfrm_state *x)
 {
-	return true;
+	if (x->props.family == AF_INET)
+		return ip_hdr(skb)->ihl <= 5;
+	return !ipv6_ext_hdr(ipv6_hdr(skb)->nexthdr);
 }
 
 static void swsim_advance_esn(struct xfrm_state *x)
@@ -225,26 +301,40 @@ static int swsim_policy_add(struct xfrm_policy *xp, struct netlink_ext_ack *exta
 	struct swsim_priv *p = priv_of(xp->xdo.dev);
 	struct swsim_pol *pol;
 
+	const struct xfrm_selector *sel = &xp->selector;
+
+	/* mlx5e_xfrm_validate_policy (6.12), in its order and words */
 	if (xp->type != XFRM_POLICY_TYPE_MAIN) {
 		NL_SET_ERR_MSG_MOD(extack, "Cannot offload non-main policy types");
+		return -EINVAL;
+	}
+	if (xp->xfrm_nr > 1) {
+		NL_SET_ERR_MSG_MOD(extack, "Cannot offload more than one template");
 		return -EINVAL;
 	}
 	if (xp->xdo.dir != XFRM_DEV_OFFLOAD_IN && xp->xdo.dir != XFRM_DEV_OFFLOAD_OUT) {
 		NL_SET_ERR_MSG_MOD(extack, "Cannot offload forward policy");
 		return -EINVAL;
 	}
-	if (xp->xfrm_nr > 1) {
-		NL_SET_ERR_MSG_MOD(extack, "Cannot offload policy with more than one template");
+	/* xfrm_vec[0] is read whether or not there is a template: a 0-template policy is judged too */
+	if (!xp->xfrm_vec[0].reqid && sel->proto == IPPROTO_IP && ipv6_addr_any(&sel->saddr.in6) &&
+	    ipv6_addr_any(&sel->daddr.in6)) {
+		NL_SET_ERR_MSG_MOD(extack, "Unsupported policy with reqid 0 without at least one of upper protocol or ip addr(s) different than 0");
 		return -EINVAL;
 	}
-	if (xp->selector.proto != IPPROTO_IP && xp->selector.proto != IPPROTO_TCP &&
-	    xp->selector.proto != IPPROTO_UDP) {
+	if (sel->proto != IPPROTO_IP && sel->proto != IPPROTO_UDP && sel->proto != IPPROTO_TCP) {
 		NL_SET_ERR_MSG_MOD(extack, "Device does not support upper protocol other than TCP/UDP");
 		return -EINVAL;
 	}
-	if (xp->xfrm_nr == 1 && !xp->xfrm_vec[0].reqid) {
-		NL_SET_ERR_MSG_MOD(extack, "Cannot offload policy without reqid");
-		return -EINVAL;
+	if (xp->priority) {
+		if (!swsim_cap_prio) {
+			NL_SET_ERR_MSG_MOD(extack, "Device does not support policy priority");
+			return -EINVAL;
+		}
+		if (xp->priority == U32_MAX) {
+			NL_SET_ERR_MSG_MOD(extack, "Device does not support requested policy priority");
+			return -EINVAL;
+		}
 	}
 	pol = kzalloc(sizeof(*pol), GFP_KERNEL);
 	if (!pol)
@@ -394,16 +484,12 @@ struct swsim_sa *swsim_out_sa(struct swsim_priv *p, struct sk_buff *skb)
 	if (!best->xp->xfrm_nr)
 		return NULL;	/* bypass */
 	t = &best->xp->xfrm_vec[0];
-	list_for_each_entry(sa, &p->sas, list) {
-		const xfrm_address_t *dst = &t->id.daddr;
-
-		if (sa->inbound || sa->crypto || sa->x->props.reqid != t->reqid || sa->x->props.family != family)
-			continue;
-		if (sa->x->props.mode == XFRM_MODE_TRANSPORT)
-			dst = &fl.daddr;
-		if (xfrm_addr_equal(&sa->x->id.daddr, dst, family))
+	/* the newest outbound SA of the template's reqid: mlx5's TX rule matches the reqid (and
+	 * the SA selector's upper protocol), no family and no address; so a cross-family tunnel's
+	 * packets are framed (swsim_esp_decap shows why they cannot come back) */
+	list_for_each_entry(sa, &p->sas, list)
+		if (!sa->inbound && !sa->crypto && sa->x->props.reqid == t->reqid)
 			return sa;
-	}
 	return ERR_PTR(-ENOENT);
 }
 

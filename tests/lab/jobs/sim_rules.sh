@@ -1,0 +1,103 @@
+# Issue 14: mlx5 6.12's acceptance rules as swsim now follows them (tests/lab/sim/README.md),
+# met through charon 5.9.8 and the agent, in one boot; the capabilities a ConnectX may lack are
+# swsim's module parameters, changed between the parts (each part starts a new agent):
+#   prio   prio=0: no offloaded policy may have a priority (charon's all do)
+#   caps   esn=0 tunnel=0: ESN SAs refused in either mode, tunnels refused in packet mode
+#   rules  every capability: the replay-window, lifetime and policy rules, and IP options
+# Sections: <part> (status), <part>_traffic (UDP both ways per CHILD_SA), and in rules:
+# options (datagrams with IP options over a packet-offloaded tunnel), policy (reqid-0 rule).
+set -e
+export LAB_WAN=swsim
+. tests/lab/topology.sh
+M4="tun4 5101 tunnel
+tun4_256 5102 tunnel
+tr4 5104 transport
+tr4_256 5105 transport"
+R4="esnwin 5201
+oldwin 5202
+life 5203
+opts 5204
+bigwin 5205"
+param() { echo "$2" >"/sys/module/swsim/parameters/$1"; }
+traffic() {  # CHILD PORT MODE: 20 datagrams out to PORT, 20 back from it
+    local src=hosta dst=hostb to=10.2.0.2 back=10.1.0.2 out in
+    [ "$3" = transport ] && { src=gwa dst=gwb to=192.0.2.2 back=192.0.2.1; }
+    out=$(lab_udp_between "$src" "$dst" "$to" "$2" 20 0.02 | tail -n 1)
+    in=$(lab_udp_between "$dst" "$src" "$back" 6100 20 0.02 "$2" | tail -n 1)
+    echo "{\"child\": \"$1\", \"out\": $out, \"in\": $in}"
+}
+part() {  # NAME RULE...: a new agent with these rules, its status and every child's traffic
+    local name=$1; shift
+    lab_agent_conf "$@"
+    lab_agent_start
+    lab_agent_settled
+    lab_status "$name"
+    lab_section "${name}_traffic"
+    while read -r c port mode; do traffic "$c" "$port" "$mode"; done <<<"$M4"
+    while read -r c port; do traffic "$c" "$port" tunnel; done <<<"$R4"
+    kill $LAB_AGENT; wait $LAB_AGENT || true
+}
+fresh() {  # charon's SAs anew, in software: a part's card has never been asked about them
+    lab_swanctl gwa --terminate --ike m4 --timeout 30 >/dev/null 2>&1 || true
+    lab_swanctl gwa --terminate --ike r4 --timeout 30 >/dev/null 2>&1 || true
+    while read -r c _rest; do lab_initiate "$c" m4; done <<<"$M4"
+    while read -r c _rest; do lab_initiate "$c" r4; done <<<"$R4"
+}
+lab_topology
+lab_charon_start gwa && lab_charon_start gwb
+for ns in gwa gwb; do
+    # the matrix's connection m4 and the rules' r4 (strongSwan merges included sections)
+    printf 'include %s\ninclude %s\n' "$LAB_DIR/swanctl/matrix-$ns.conf" "$LAB_DIR/swanctl/rules-$ns.conf" >/run/rules-all-$ns.conf
+    lab_load $ns /run/rules-all-$ns.conf
+done
+fresh
+param prio 0
+part prio "* crypto"
+param prio 1; param esn 0; param tunnel 0
+fresh
+part caps "* crypto"
+param esn 1; param tunnel 1
+fresh
+LAB_AGENT_EXTRA="" lab_agent_conf "r4/* software" "* crypto"
+lab_agent_start
+lab_agent_settled
+lab_status rules
+lab_section rules_traffic
+while read -r c port; do traffic "$c" "$port" tunnel; done <<<"$R4"
+# mlx5e_ipsec_offload_ok: a packet with IPv4 options is not offloadable; in packet offload the
+# kernel drops it (XfrmOutError). "opts" is in packet offload (asserted from the status)
+lab_section options
+before=$(ip netns exec gwa awk '$1 == "XfrmOutError" {print $2}' /proc/net/xfrm_stat)
+ip netns exec hostb python3 "$LAB_DIR/jobs/udp.py" recv 5204 10 8 >/run/opts.json 2>/run/opts.err &
+R=$!
+for i in $(seq 1 50); do grep -q ready /run/opts.err 2>/dev/null && break; sleep 0.1; done
+ip netns exec hosta python3 "$LAB_DIR/jobs/udp.py" options 10.2.0.2 5204 10
+wait $R || true
+after=$(ip netns exec gwa awk '$1 == "XfrmOutError" {print $2}' /proc/net/xfrm_stat)
+echo "{\"received\": $(cat /run/opts.json), \"out_errors\": $((after - before))}"
+# mlx5e_xfrm_validate_policy's reqid-0 rule, straight to the device (charon never installs it)
+lab_section policy
+ip netns exec gwa "$LAB_PY" - <<'PY'
+import json
+from swan_offload.backend import AddPolicy, DelPolicy, NetlinkBackend
+from swan_offload.xfrm import constants as c
+from swan_offload.xfrm import objects as o
+
+b = NetlinkBackend("gwa")
+off = o.Offload(b.devices()[1]["wan"].ifindex, c.XFRM_OFFLOAD_PACKET)
+out = {}
+for name, sel in (("catch_all", o.Selector(2, "0.0.0.0", "0.0.0.0", 0, 0)),
+                  ("udp_port", o.Selector(2, "0.0.0.0", "0.0.0.0", 0, 0, dport=9, dport_mask=0xFFFF, proto=17))):
+    p = o.XfrmPolicy(sel, c.XFRM_POLICY_OUT, 7, offload=off)
+    (err,) = b.apply([AddPolicy(p)])
+    out[name] = "accepted" if err is None else err.reason
+    if err is None:
+        b.apply([DelPolicy(p.id)])
+print(json.dumps(out))
+PY
+lab_check kernel
+lab_section stat; ip netns exec gwa cat /proc/net/xfrm_stat
+kill $LAB_AGENT; wait $LAB_AGENT || true
+lab_section log; cat /run/so.log
+lab_nokeys
+lab_section end
