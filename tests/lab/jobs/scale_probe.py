@@ -33,6 +33,7 @@ import vici
 
 from swan_offload import planner as pl
 from swan_offload.backend import AddPolicy, AddState, DelPolicy, DelState, NetlinkBackend
+from swan_offload.mirror import is_larval
 from swan_offload.model import SaList
 from swan_offload.vici_source import list_children, list_sas, rekey_child
 from swan_offload.xfrm import constants as c
@@ -49,12 +50,13 @@ def out(**kw: object) -> None:
 
 def floor(ns: str, dev: str) -> None:
     b = NetlinkBackend(ns)
-    ifindex = b.devices()[1][dev].ifindex
+    local, names = b.devices()
+    ifindex = names[dev].ifindex
     t0 = time.monotonic()
     states, policies = b.dump_states(), b.dump_policies()
     moves, undo = [], []
     for s in states:
-        inbound = s.saddr == "192.0.2.2"
+        inbound = s.daddr in local  # spokes' peers are not 192.0.2.2 (and a device holds one OUT SA per reqid)
         off = o.Offload(ifindex, c.XFRM_OFFLOAD_PACKET | (c.XFRM_OFFLOAD_INBOUND if inbound else 0))
         moved = pl.moved_state(s, off, not inbound, 0)
         moves += [DelState(s.id), AddState(moved)]
@@ -62,17 +64,21 @@ def floor(ns: str, dev: str) -> None:
     twins = [replace(p, sel=replace(p.sel, user=pl.AGENT_TAG), priority=1000 + i, index=0, curlft=o.LifetimeCur(),
                      templates=tuple(replace(t, spi=0) for t in p.templates), offload=o.Offload(ifindex, c.XFRM_OFFLOAD_PACKET))
              for i, p in enumerate(x for x in policies if x.dir == c.XFRM_POLICY_OUT and x.templates)]
-    errs = b.apply(moves + [AddPolicy(p) for p in twins])
+    # the twins first, as the agent does (mover.py): a packet in a swap never meets charon's
+    # policy without its SA (that leaves an acquire placeholder holding the SPI)
+    errs = b.apply([AddPolicy(p) for p in twins] + moves)
     took = time.monotonic() - t0
     bad = sum(e is not None for e in errs)
     b.apply(undo + [DelPolicy(p.id) for p in twins])
     # a restore's own floor: every SA added back at once, as after a device loss (the kernel
     # flushed them: deleted here first, untimed), from a dump taken after the undo
-    again = b.dump_states()
+    again = [s for s in b.dump_states() if not is_larval(s)]
     b.apply([DelState(s.id) for s in again])
     t1 = time.monotonic()
     lost = sum(e is not None for e in b.apply([AddState(s) for s in again]))
-    out(floor_s=round(took, 3), floor_ops=len(errs), floor_errors=bad, restore_floor_s=round(time.monotonic() - t1, 3), restore_floor_errors=lost)
+    why = sorted({str(e) for e in errs if e is not None})[:3]
+    out(floor_s=round(took, 3), floor_ops=len(errs), floor_errors=bad, floor_error_texts=why,
+        restore_floor_s=round(time.monotonic() - t1, 3), restore_floor_errors=lost)
 
 
 def decided(n: int, start: float, limit: float = 1800) -> None:
