@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from . import drvinfo
 from .links import read_devices
 from .mirror import is_larval, tx_rule
 from .planner import Device
@@ -132,7 +133,9 @@ class NetlinkBackend:
     def devices(self) -> tuple[dict[str, Device], dict[str, Device]]:
         """(local address -> device, interface name -> device), read with rtnetlink."""
         links, addresses = read_devices(self.netns)
-        by_name = {name: Device(index, name, up) for index, name, up in links}
+        kernel = drvinfo.release()
+        by_name = {name: Device(index, name, up, drvinfo.exact_address_steering(*drvinfo.driver_info(name, self.netns), kernel))
+                   for index, name, up in links}
         by_index = {d.ifindex: d for d in by_name.values()}
         by_addr = {addr: by_index[index] for index, addr in addresses if index in by_index}
         return by_addr, by_name

@@ -9,6 +9,7 @@ is recognisable from the kernel alone after a restart.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from collections import defaultdict
 from collections.abc import Collection, Container
@@ -46,6 +47,7 @@ class Device:
     ifindex: int
     name: str
     up: bool = True  # IFF_UP: a device going down drops every SA and policy offloaded to it
+    exact_addresses: bool = False  # its TX steering ignores a policy's prefix length (drvinfo.py)
 
 
 @dataclass
@@ -253,6 +255,21 @@ def _out_policies(view: KernelView, reqid: int) -> list[XfrmPolicy]:
     return [p for p in _charon_policies(view, reqid) if p.dir == c.XFRM_POLICY_OUT]
 
 
+def _missteered(view: KernelView, reqid: int, device: Device | None) -> str:
+    """Why ``device`` would let packets of the reqid's OUT policies leave in clear: its TX
+    steering matches a non-zero address exactly, and a selector is a subnet. '' if it would not."""
+    if device is None or not device.exact_addresses:
+        return ""
+    for sw in _out_policies(view, reqid):
+        sel = sw.sel
+        full = 32 if sel.family == socket.AF_INET else 128
+        for addr, plen in ((sel.saddr, sel.prefixlen_s), (sel.daddr, sel.prefixlen_d)):
+            if plen < full and int(ipaddress.ip_address(addr)):  # a zero address is not programmed: any
+                return (f"device {device.name} matches policy addresses exactly in its TX steering (mlx5 before Linux 6.15 "
+                        f"ignores the prefix length): packets of {sel.describe()} other than {addr} would leave in clear")
+    return ""
+
+
 def _hw_policy(sw: XfrmPolicy, prio: int, device: Device) -> XfrmPolicy:
     """charon's policy as a packet-offloaded twin in the agent's band.
 
@@ -353,6 +370,7 @@ def plan_child(child: ChildSA, cfg: Config, view: KernelView, clash: str | None)
         (out.tfcpad or inn.tfcpad, "TFC padding can't be offloaded", SA_UNSUPPORTED),
         (out.sec_ctx is not None or inn.sec_ctx is not None, "security context can't be offloaded", SA_UNSUPPORTED),
         (bool(mixed), f"{mixed} tunnel can't be carried in packet offload: {CROSS_FAMILY_WHY}", SA_UNSUPPORTED),
+        (bool(missteered := _missteered(view, child.reqid, device)), missteered, SA_UNSUPPORTED),
     ):
         if bad:
             return base.fallback(text, cause)

@@ -294,3 +294,30 @@ def test_sa_the_device_cannot_take_and_a_down_device_have_their_cause(what):
     (cp,) = pl.plan([ch], CFG, view).children
     assert cp.target != pl.PACKET and cp.cause == {"tfc": pl.SA_UNSUPPORTED, "ah": pl.SA_UNSUPPORTED, "down": pl.DEVICE_DOWN}[what]
     assert cp.cause in pl.CAUSES
+
+
+EXACT = dataclasses.replace(ETH, exact_addresses=True)
+
+
+@pytest.mark.parametrize("name,lts,rts,packet", [
+    ("subnets", ("10.1.0.0/24",), ("10.2.0.0/24",), False),
+    ("one side a subnet", ("10.1.0.2/32",), ("10.2.0.0/24",), False),
+    ("hosts", ("10.1.0.2/32",), ("10.2.0.2/32",), True),
+    ("everything", ("0.0.0.0/0",), ("0.0.0.0/0",), True),
+    ("ipv6 subnets", ("fd00:1::/64",), ("fd00:2::/64",), False),
+])
+def test_a_device_steering_addresses_exactly_keeps_subnet_tunnels_out_of_packet_offload(name, lts, rts, packet):
+    """mlx5 before 6.15 matches a non-zero policy address exactly in its TX steering: a subnet
+    tunnel's packets would miss the device's rule and leave in clear, so it goes to its fallback
+    with that reason; host and catch-all selectors are matched right and stay in packet offload."""
+    v6 = ":" in lts[0]
+    ch = child(lts=lts, rts=rts, **({"local": "2001:db8::1", "remote": "2001:db8::2"} if v6 else {}))
+    (cp,), _view = plan_one(ch, devices=(EXACT,))[0].children, None
+    if packet:
+        assert cp.target == pl.PACKET and cp.reason == "", cp.reason
+    else:
+        assert cp.target == pl.CRYPTO and cp.cause == pl.SA_UNSUPPORTED  # the default fallback: its TX rules match the SA
+        assert "matches policy addresses exactly" in cp.reason and "would leave in clear" in cp.reason
+    # the same child on a device that honours prefixes: packet offload
+    (cp,) = plan_one(ch)[0].children
+    assert cp.target == pl.PACKET

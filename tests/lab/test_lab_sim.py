@@ -409,3 +409,29 @@ def test_swsim_refuses_what_mlx5_6_12_refuses_and_fallbacks_carry_traffic(sim_jo
     assert "Unsupported policy with reqid 0 without at least one of upper protocol or ip addr(s) different than 0" in policy["catch_all"], policy
     assert_consistent(section_json(sec, "kernel"), "kernel", why)
     assert section_json(sec, "nokeys")["found_in"] == ["/run/nokeys-control"]
+
+
+def test_a_device_that_steers_addresses_exactly_never_carries_a_subnet_tunnel(sim_job):
+    """Issue 14 (jobs/sim_steering.sh): a ConnectX before 6.15 matches a policy's addresses
+    exactly, prefix ignored (swsim steer=612). Shown first without the agent's guard: tun4's
+    datagrams miss the device's TX rule and leave in clear (the peer drops them as clear on a
+    protected selector). An agent that reads the device's steering sends tun4 to its fallback
+    with the reason and keeps the host-to-host transport SA in packet offload; both carry traffic."""
+    res, sec = sim_job("sim_steering.sh", timeout=600)
+    why = detail(res)
+    before = {c["child"]: c["mode"] for c in section_json(sec, "before")["children"]}
+    assert before == {"tun4": "packet", "tr4": "packet"}, why
+    leak = section_json(sec, "leak")
+    assert sum(leak["received"].values()) == 0 and leak["device_missed"] >= 10 and leak["peer_clear_dropped"] >= 10, (leak, why)
+    after = {c["child"]: c for c in section_json(sec, "after")["children"]}
+    assert after["tr4"]["mode"] == "packet" and after["tr4"]["reason"] == "", after
+    tun4 = after["tun4"]
+    assert tun4["mode"] == "crypto" and tun4["cause"] == "sa_unsupported", tun4
+    assert "device wan matches policy addresses exactly" in tun4["reason"] and "would leave in clear" in tun4["reason"], tun4
+    lines = [json.loads(line) for line in sec["after_traffic"].splitlines() if line.startswith("{")]
+    for t in lines[:2]:
+        assert sum(t["out"].values()) == 20 and sum(t["in"].values()) == 20, (t, why)
+    # what the device let out as it was meanwhile: at most a few IPv6 neighbour messages, not 40 datagrams
+    assert lines[2]["device_missed"] < 20, (lines, why)
+    assert_consistent(section_json(sec, "kernel"), "kernel", why)
+    assert section_json(sec, "nokeys")["found_in"] == ["/run/nokeys-control"]

@@ -250,6 +250,21 @@ lab_udp_between() {
     cat "$out"
 }
 
+# lab_udp_both CHILD PORT MODE: 20 datagrams out to PORT and 20 back from it, through a
+# tunnel (hosta <-> hostb) or a transport SA (gwa <-> gwb); one JSON line {child, out, in}.
+lab_udp_both() {
+    local src=hosta dst=hostb to=10.2.0.2 back=10.1.0.2 out in
+    [ "$3" = transport ] && { src=gwa dst=gwb to=192.0.2.2 back=192.0.2.1; }
+    out=$(lab_udp_between "$src" "$dst" "$to" "$2" 20 0.02 | tail -n 1)
+    in=$(lab_udp_between "$dst" "$src" "$back" 6100 20 0.02 "$2" | tail -n 1)
+    echo "{\"child\": \"$1\", \"out\": $out, \"in\": $in}"
+}
+
+# lab_devstat NS NAME: one `ethtool -S` counter of NS's wan (swsim's, mlx5's names).
+lab_devstat() {
+    ip netns exec "$1" "$LAB_PY" -c 'import sys; from pyroute2.ethtool.ioctl import IoctlEthtool; print(dict(IoctlEthtool("wan").get_statistics())[sys.argv[1]])' "$2"
+}
+
 # lab_conf_many N: swanctl confs with N CHILD_SAs c1..cN under one IKE_SA "many", child ci
 # carrying UDP to port 5000+i (/run/many-gwa.conf, /run/many-gwb.conf).
 lab_conf_many() {

@@ -19,13 +19,6 @@ life 5203
 opts 5204
 bigwin 5205"
 param() { echo "$2" >"/sys/module/swsim/parameters/$1"; }
-traffic() {  # CHILD PORT MODE: 20 datagrams out to PORT, 20 back from it
-    local src=hosta dst=hostb to=10.2.0.2 back=10.1.0.2 out in
-    [ "$3" = transport ] && { src=gwa dst=gwb to=192.0.2.2 back=192.0.2.1; }
-    out=$(lab_udp_between "$src" "$dst" "$to" "$2" 20 0.02 | tail -n 1)
-    in=$(lab_udp_between "$dst" "$src" "$back" 6100 20 0.02 "$2" | tail -n 1)
-    echo "{\"child\": \"$1\", \"out\": $out, \"in\": $in}"
-}
 part() {  # NAME RULE...: a new agent with these rules, its status and every child's traffic
     local name=$1; shift
     lab_agent_conf "$@"
@@ -33,8 +26,8 @@ part() {  # NAME RULE...: a new agent with these rules, its status and every chi
     lab_agent_settled
     lab_status "$name"
     lab_section "${name}_traffic"
-    while read -r c port mode; do traffic "$c" "$port" "$mode"; done <<<"$M4"
-    while read -r c port; do traffic "$c" "$port" tunnel; done <<<"$R4"
+    while read -r c port mode; do lab_udp_both "$c" "$port" "$mode"; done <<<"$M4"
+    while read -r c port; do lab_udp_both "$c" "$port" tunnel; done <<<"$R4"
     kill $LAB_AGENT; wait $LAB_AGENT || true
 }
 fresh() {  # charon's SAs anew, in software: a part's card has never been asked about them
@@ -63,7 +56,7 @@ lab_agent_start
 lab_agent_settled
 lab_status rules
 lab_section rules_traffic
-while read -r c port; do traffic "$c" "$port" tunnel; done <<<"$R4"
+while read -r c port; do lab_udp_both "$c" "$port" tunnel; done <<<"$R4"
 # mlx5e_ipsec_offload_ok: a packet with IPv4 options is not offloadable; in packet offload the
 # kernel drops it (XfrmOutError). "opts" is in packet offload (asserted from the status)
 lab_section options

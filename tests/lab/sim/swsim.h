@@ -23,6 +23,8 @@
 extern int swsim_max_sa;
 /* capabilities a ConnectX may lack (mlx5_ipsec_device_caps): 1 = has it */
 extern bool swsim_cap_esn, swsim_cap_tunnel, swsim_cap_prio;
+extern int swsim_steer;	/* 612: policy addresses matched exactly in TX steering; 615: by prefix */
+#define SWSIM_NO_POLICY ((struct swsim_sa *)1)	/* swsim_out_sa: no offloaded policy matched */
 
 /* One offloaded SA: the "hardware" copy of what the kernel gave the device. */
 struct swsim_sa {
@@ -52,6 +54,7 @@ enum swsim_stat {
 	SWSIM_PACKET_TX, SWSIM_PACKET_RX,	/* ESP built / stripped for packet-offloaded SAs */
 	SWSIM_CRYPTO_TX, SWSIM_CRYPTO_RX,	/* ESP enciphered / deciphered for crypto-offloaded SAs */
 	SWSIM_RX_AUTH_FAIL,			/* ICV mismatches, either mode */
+	SWSIM_TX_NO_POLICY,			/* IP frames no offloaded OUT policy matched: sent as they are */
 	SWSIM_NSTATS
 };
 

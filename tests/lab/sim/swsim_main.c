@@ -28,6 +28,9 @@ module_param_named(tunnel, swsim_cap_tunnel, bool, 0644);
 MODULE_PARM_DESC(tunnel, "tunnel mode in packet offload (MLX5_IPSEC_CAP_TUNNEL)");
 module_param_named(prio, swsim_cap_prio, bool, 0644);
 MODULE_PARM_DESC(prio, "policies with a non-zero priority offloadable (MLX5_IPSEC_CAP_PRIO)");
+int swsim_steer = 615;
+module_param_named(steer, swsim_steer, int, 0644);
+MODULE_PARM_DESC(steer, "policy addresses in TX steering as mlx5 of 6.12 (exact, prefix ignored) or 6.15 (prefix)");
 
 static struct net_device *swsim_devs[2];
 
@@ -55,6 +58,10 @@ static netdev_tx_t swsim_xmit(struct sk_buff *skb, struct net_device *dev)
 		goto wire;
 	}
 	sa = swsim_out_sa(p, skb);
+	if (sa == SWSIM_NO_POLICY) {
+		p->stats[SWSIM_TX_NO_POLICY]++;
+		sa = NULL;
+	}
 	if (IS_ERR(sa)) {
 		spin_unlock_bh(&p->lock);
 		goto drop;			/* an offloaded policy without SA, or a block */
@@ -133,7 +140,19 @@ static const struct net_device_ops swsim_netdev_ops = {
 static const char swsim_stat_names[SWSIM_NSTATS][ETH_GSTRING_LEN] = {
 	"ipsec_packet_tx_pkts", "ipsec_packet_rx_pkts",
 	"ipsec_crypto_tx_pkts", "ipsec_crypto_rx_pkts", "ipsec_rx_auth_fail",
+	"ipsec_tx_no_policy",
 };
+
+/*
+ * Which mlx5 steering this device follows, where an agent can read it (ETHTOOL_GDRVINFO): a
+ * ConnectX says mlx5_core and the kernel release says which steering it has; swsim's release
+ * is the lab's 6.12 whatever it models, so its firmware version says.
+ */
+static void swsim_get_drvinfo(struct net_device *dev, struct ethtool_drvinfo *info)
+{
+	strscpy(info->driver, "swsim", sizeof(info->driver));
+	snprintf(info->fw_version, sizeof(info->fw_version), "steer %d.%d", swsim_steer / 100, swsim_steer % 100);
+}
 
 static int swsim_sset_count(struct net_device *dev, int sset)
 {
@@ -156,6 +175,7 @@ static void swsim_get_stats(struct net_device *dev, struct ethtool_stats *st, u6
 }
 
 const struct ethtool_ops swsim_ethtool_ops = {
+	.get_drvinfo = swsim_get_drvinfo,
 	.get_sset_count = swsim_sset_count,
 	.get_strings = swsim_get_strings,
 	.get_ethtool_stats = swsim_get_stats,

@@ -438,13 +438,26 @@ static bool swsim_flow(struct sk_buff *skb, struct swsim_flow *f)
 	return true;
 }
 
+/*
+ * A selector address as the device's steering matches it. mlx5 of 6.12 (ipsec_fs.c
+ * setup_fte_addr4/6) skips a zero address and matches any other exactly, all-ones mask, the
+ * prefix length ignored: 10.1.0.0/24 matches 10.1.0.0 alone. 6.15 ("net/mlx5e: Properly match
+ * IPsec subnet addresses") masks by the prefix.
+ */
+static bool swsim_addr_match(const xfrm_address_t *a, const xfrm_address_t *sel, u8 prefixlen, int family)
+{
+	if (swsim_steer < 615) {
+		if (family == AF_INET)
+			return !sel->a4 || a->a4 == sel->a4;
+		return ipv6_addr_any(&sel->in6) || ipv6_addr_equal(&a->in6, &sel->in6);
+	}
+	return family == AF_INET ? addr4_match(a->a4, sel->a4, prefixlen) : addr_match(a, sel, prefixlen);
+}
+
 static bool swsim_sel_match(const struct xfrm_selector *sel, const struct swsim_flow *f, int ifindex)
 {
-	bool addrs = f->family == AF_INET
-		? addr4_match(f->daddr.a4, sel->daddr.a4, sel->prefixlen_d) &&
-		  addr4_match(f->saddr.a4, sel->saddr.a4, sel->prefixlen_s)
-		: addr_match(&f->daddr, &sel->daddr, sel->prefixlen_d) &&
-		  addr_match(&f->saddr, &sel->saddr, sel->prefixlen_s);
+	bool addrs = swsim_addr_match(&f->daddr, &sel->daddr, sel->prefixlen_d, f->family) &&
+		     swsim_addr_match(&f->saddr, &sel->saddr, sel->prefixlen_s, f->family);
 
 	return addrs && !((f->dport ^ sel->dport) & sel->dport_mask) &&
 	       !((f->sport ^ sel->sport) & sel->sport_mask) &&
@@ -454,8 +467,8 @@ static bool swsim_sel_match(const struct xfrm_selector *sel, const struct swsim_
 /*
  * Transmit side of the hardware: match the frame against the offloaded OUT
  * policies (lowest priority value wins, as flow-steering priorities do), then
- * the newest outbound SA with the template's reqid. NULL: send as is (no
- * policy, or a bypass). ERR_PTR(-ENOENT): a policy without SA or a block: drop.
+ * the one outbound SA with the template's reqid. NULL: send as is (a bypass, or not an IP
+ * frame); SWSIM_NO_POLICY: as is, no policy matched. ERR_PTR: a policy without SA or a block: drop.
  * Called with p->lock held.
  */
 struct swsim_sa *swsim_out_sa(struct swsim_priv *p, struct sk_buff *skb)
@@ -478,7 +491,7 @@ struct swsim_sa *swsim_out_sa(struct swsim_priv *p, struct sk_buff *skb)
 			best = pol;
 	}
 	if (!best)
-		return NULL;
+		return SWSIM_NO_POLICY;	/* a TX table miss: the frame leaves as it is */
 	if (best->xp->action != XFRM_POLICY_ALLOW)
 		return ERR_PTR(-EPERM);
 	if (!best->xp->xfrm_nr)
