@@ -390,7 +390,8 @@ def test_swsim_refuses_what_mlx5_6_12_refuses_and_fallbacks_carry_traffic(sim_jo
     _policy rule met through charon and the agent, with the capabilities a card may lack
     (module parameters, changed at run time): what is refused reaches status with the device's
     words and its fallback carries traffic both ways; what is accepted carries it in packet
-    offload. IP options over packet offload are dropped (mlx5e_ipsec_offload_ok)."""
+    offload. IP options over packet offload are dropped (mlx5e_ipsec_offload_ok). A rekey storm
+    ends in packet offload with no refusal (one OUT SA per reqid in the device)."""
     res, sec = sim_job("sim_rules.sh", timeout=900)
     why = detail(res)
     for part, want in RULES.items():
@@ -407,6 +408,14 @@ def test_swsim_refuses_what_mlx5_6_12_refuses_and_fallbacks_carry_traffic(sim_jo
     policy = section_json(sec, "policy")
     assert policy["udp_port"] == "accepted", policy
     assert "Unsupported policy with reqid 0 without at least one of upper protocol or ip addr(s) different than 0" in policy["catch_all"], policy
+    # one OUT SA per reqid in the device's TX rules: the second of reqid 77 is refused
+    storm = {c["child"]: c for c in section_json(sec, "storm")["children"]}
+    assert (storm["oldwin"]["mode"], storm["oldwin"]["reason"]) == ("packet", ""), storm["oldwin"]
+    t = json.loads(next(line for line in sec["storm_traffic"].splitlines() if line.startswith("{")))
+    assert sum(t["out"].values()) == 20 and sum(t["in"].values()) == 20, (t, why)
+    assert "Device failed to offload this state" not in sec["log"] and sec["log"].count("offloaded on arrival") >= 3, why
+    tx = [line for line in sec["tx_rule"].splitlines() if line.strip()]
+    assert tx[0] == "added" and "Device failed to offload this state" in tx[1] and len(tx) == 2, tx
     assert_consistent(section_json(sec, "kernel"), "kernel", why)
     assert section_json(sec, "nokeys")["found_in"] == ["/run/nokeys-control"]
 

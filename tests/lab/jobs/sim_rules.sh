@@ -5,7 +5,8 @@
 #   caps   esn=0 tunnel=0: ESN SAs refused in either mode, tunnels refused in packet mode
 #   rules  every capability: the replay-window, lifetime and policy rules, and IP options
 # Sections: <part> (status), <part>_traffic (UDP both ways per CHILD_SA), and in rules:
-# options (datagrams with IP options over a packet-offloaded tunnel), policy (reqid-0 rule).
+# options (datagrams with IP options over a packet-offloaded tunnel), policy (reqid-0 rule),
+# tx_rule (a second OUT SA of one reqid), storm (rekeys faster than charon deletes).
 set -e
 export LAB_WAN=swsim
 . tests/lab/topology.sh
@@ -57,6 +58,15 @@ lab_agent_settled
 lab_status rules
 lab_section rules_traffic
 while read -r c port; do lab_udp_both "$c" "$port" tunnel; done <<<"$R4"
+# a rekey storm: three rekeys of oldwin 1 s apart, closer than charon's delete_rekeyed_delay (5 s),
+# so up to four generations of its OUT SA live at once; the device takes one per reqid
+# (tx_add_rule): each rekey's move frees the rule first (Mover.make_room), none is refused
+for i in 1 2 3; do lab_swanctl gwa --rekey --child oldwin >/dev/null; sleep 1; done
+sleep 7
+lab_agent_settled
+lab_status storm
+lab_section storm_traffic
+lab_udp_both oldwin 5202 tunnel
 # mlx5e_ipsec_offload_ok: a packet with IPv4 options is not offloadable; in packet offload the
 # kernel drops it (XfrmOutError). "opts" is in packet offload (asserted from the status)
 lab_section options
@@ -88,6 +98,15 @@ for name, sel in (("catch_all", o.Selector(2, "0.0.0.0", "0.0.0.0", 0, 0)),
         b.apply([DelPolicy(p.id)])
 print(json.dumps(out))
 PY
+# tx_add_rule: one packet-offloaded OUT SA per reqid and upper protocol; a second is refused
+# (the agent frees the rule at a rekey: Mover.make_room). Throwaway keys, never a real SA's.
+lab_section tx_rule
+for spi in 0x2001 0x2002; do
+    ip -n gwa xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp spi $spi reqid 77 mode tunnel \
+        aead 'rfc4106(gcm(aes))' 0x$(od -An -tx1 -N20 /dev/urandom | tr -d ' \n') 128 \
+        offload packet dev wan dir out 2>&1 && echo added
+done
+for spi in 0x2001 0x2002; do ip -n gwa xfrm state delete src 192.0.2.1 dst 192.0.2.2 proto esp spi $spi 2>/dev/null || true; done
 lab_check kernel
 lab_section stat; ip netns exec gwa cat /proc/net/xfrm_stat
 kill $LAB_AGENT; wait $LAB_AGENT || true
