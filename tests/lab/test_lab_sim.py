@@ -414,6 +414,16 @@ def test_swsim_refuses_what_mlx5_6_12_refuses_and_fallbacks_carry_traffic(sim_jo
     t = json.loads(next(line for line in sec["storm_traffic"].splitlines() if line.startswith("{")))
     assert sum(t["out"].values()) == 20 and sum(t["in"].values()) == 20, (t, why)
     assert "Device failed to offload this state" not in sec["log"] and sec["log"].count("offloaded on arrival") >= 3, why
+    # ESP in UDP with the capability: transport mode in packet offload, framed by the device both
+    # ways; a NAT-T tunnel is refused in packet and crypto offload (mlx5's words) and goes to software
+    natt = {c["child"]: c for c in section_json(sec, "natt")["children"]}
+    assert (natt["natt_tr"]["mode"], natt["natt_tr"]["reason"]) == ("packet", ""), natt
+    assert natt["natt_tun"]["mode"] == "software" and "Encapsulation is supported in transport mode only" in natt["natt_tun"]["reason"], natt
+    assert "Encapsulation is supported in packet offload mode only" in natt["natt_tun"]["reason"], natt
+    lines = [json.loads(line) for line in sec["natt_traffic"].splitlines() if line.startswith("{")]
+    for t in lines[:2]:
+        assert sum(t["out"].values()) == 20 and sum(t["in"].values()) == 20, (t, why)
+    assert lines[2]["device_tx"] >= 20 and lines[2]["device_rx"] >= 20, (lines, why)
     tx = [line for line in sec["tx_rule"].splitlines() if line.strip()]
     assert tx[0] == "added" and "Device failed to offload this state" in tx[1] and len(tx) == 2, tx
     assert_consistent(section_json(sec, "kernel"), "kernel", why)

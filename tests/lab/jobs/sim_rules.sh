@@ -6,7 +6,8 @@
 #   rules  every capability: the replay-window, lifetime and policy rules, and IP options
 # Sections: <part> (status), <part>_traffic (UDP both ways per CHILD_SA), and in rules:
 # options (datagrams with IP options over a packet-offloaded tunnel), policy (reqid-0 rule),
-# tx_rule (a second OUT SA of one reqid), storm (rekeys faster than charon deletes).
+# tx_rule (a second OUT SA of one reqid), storm (rekeys faster than charon deletes), natt
+# (status) and natt_traffic (espinudp=1).
 set -e
 export LAB_WAN=swsim
 . tests/lab/topology.sh
@@ -107,6 +108,20 @@ for spi in 0x2001 0x2002; do
         offload packet dev wan dir out 2>&1 && echo added
 done
 for spi in 0x2001 0x2002; do ip -n gwa xfrm state delete src 192.0.2.1 dst 192.0.2.2 proto esp spi $spi 2>/dev/null || true; done
+# NAT-T on a card with MLX5_IPSEC_CAP_ESPINUDP: ESP in UDP in packet offload, transport mode only
+# (the matrix's mn: encap = yes). swsim frames and strips the UDP header itself; its counters
+# say the device carried natt_tr's datagrams both ways.
+kill $LAB_AGENT; wait $LAB_AGENT || true
+param espinudp 1
+lab_initiate natt_tun mn && lab_initiate natt_tr mn
+lab_agent_start
+lab_agent_settled
+lab_status natt
+lab_section natt_traffic
+lab_udp_both natt_tun 5121 tunnel
+tx=$(lab_devstat gwa ipsec_packet_tx_pkts); rx=$(lab_devstat gwa ipsec_packet_rx_pkts)
+lab_udp_both natt_tr 5122 transport
+echo "{\"device_tx\": $(( $(lab_devstat gwa ipsec_packet_tx_pkts) - tx )), \"device_rx\": $(( $(lab_devstat gwa ipsec_packet_rx_pkts) - rx ))}"
 lab_check kernel
 lab_section stat; ip netns exec gwa cat /proc/net/xfrm_stat
 kill $LAB_AGENT; wait $LAB_AGENT || true

@@ -22,7 +22,7 @@
 
 extern int swsim_max_sa;
 /* capabilities a ConnectX may lack (mlx5_ipsec_device_caps): 1 = has it */
-extern bool swsim_cap_esn, swsim_cap_tunnel, swsim_cap_prio;
+extern bool swsim_cap_esn, swsim_cap_tunnel, swsim_cap_prio, swsim_cap_espinudp;
 extern int swsim_steer;	/* 612: policy addresses matched exactly in TX steering; 615: by prefix */
 #define SWSIM_NO_POLICY ((struct swsim_sa *)1)	/* swsim_out_sa: no offloaded policy matched */
 

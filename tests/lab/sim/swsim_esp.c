@@ -73,7 +73,7 @@ struct sk_buff *swsim_esp_encap(struct swsim_sa *sa, struct sk_buff *skb)
 {
 	struct xfrm_state *x = sa->x;
 	bool tunnel = x->props.mode == XFRM_MODE_TUNNEL, v6 = x->props.family == AF_INET6;
-	unsigned int iplen, hlen, plen, padlen, outer, esplen, i;
+	unsigned int iplen, hlen, plen, padlen, outer, esplen, udp, i;
 	struct sk_buff *out = NULL;
 	struct ip_esp_hdr *esph;
 	u8 *ip, *o, *payload, *trailer, nexthdr;
@@ -98,7 +98,8 @@ struct sk_buff *swsim_esp_encap(struct swsim_sa *sa, struct sk_buff *skb)
 	plen = iplen - hlen;			/* what gets encrypted */
 	padlen = (4 - (plen + 2) % 4) % 4;
 	outer = tunnel ? (v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr)) : hlen;
-	esplen = sizeof(*esph) + SWSIM_IV_LEN + plen + padlen + 2 + SWSIM_ICV_LEN;
+	udp = x->encap ? sizeof(struct udphdr) : 0;	/* ESP in UDP: IPv4 transport (swsim_check_state) */
+	esplen = udp + sizeof(*esph) + SWSIM_IV_LEN + plen + padlen + 2 + SWSIM_ICV_LEN;
 	if (!sa->esn && sa->oseq >= U32_MAX)
 		goto drop;			/* sequence exhausted: the SA must be rekeyed */
 	seq = ++sa->oseq;
@@ -136,12 +137,20 @@ struct sk_buff *swsim_esp_encap(struct swsim_sa *sa, struct sk_buff *skb)
 	} else {
 		struct iphdr *h = (struct iphdr *)o;
 
-		h->protocol = IPPROTO_ESP;
+		h->protocol = udp ? IPPROTO_UDP : IPPROTO_ESP;
 		h->tot_len = htons(outer + esplen);
 		h->frag_off = 0;
 		ip_send_check(h);
 	}
-	esph = (struct ip_esp_hdr *)(o + outer);
+	if (udp) {
+		struct udphdr *uh = (struct udphdr *)(o + outer);
+
+		uh->source = x->encap->encap_sport;
+		uh->dest = x->encap->encap_dport;
+		uh->len = htons(esplen);
+		uh->check = 0;			/* IPv4: none, as the kernel's own ESP in UDP */
+	}
+	esph = (struct ip_esp_hdr *)(o + outer + udp);
 	esph->spi = x->id.spi;
 	esph->seq_no = htonl(lower_32_bits(seq));
 	put_unaligned_be64(seq, esph->enc_data);	/* explicit IV: unique per key, as seqiv */
@@ -336,7 +345,7 @@ drop:
 struct sk_buff *swsim_esp_decap(struct net_device *dev, struct sk_buff *skb)
 {
 	struct swsim_priv *p = netdev_priv(dev);
-	unsigned int hlen, esplen, clen, inner;
+	unsigned int hlen, esplen, clen, inner, udp = 0;
 	xfrm_address_t daddr = {};
 	struct ip_esp_hdr *esph;
 	struct sk_buff *out = NULL;
@@ -350,7 +359,11 @@ struct sk_buff *swsim_esp_decap(struct net_device *dev, struct sk_buff *skb)
 	if (eth_hdr(skb)->h_proto == htons(ETH_P_IP)) {
 		struct iphdr *h = (struct iphdr *)(skb->data + ETH_HLEN);
 
-		if (h->protocol != IPPROTO_ESP || ip_is_fragment(h))
+		if (h->protocol == IPPROTO_UDP)
+			udp = sizeof(struct udphdr);	/* ESP in UDP, if an encapsulated SA has its SPI */
+		else if (h->protocol != IPPROTO_ESP)
+			return skb;
+		if (ip_is_fragment(h))
 			return skb;
 		hlen = h->ihl * 4;
 		daddr.a4 = h->daddr;
@@ -366,13 +379,18 @@ struct sk_buff *swsim_esp_decap(struct net_device *dev, struct sk_buff *skb)
 	} else {
 		return skb;
 	}
-	if (skb->len < ETH_HLEN + hlen + sizeof(*esph) + SWSIM_IV_LEN + 2 + SWSIM_ICV_LEN)
+	if (skb->len < ETH_HLEN + hlen + udp + sizeof(*esph) + SWSIM_IV_LEN + 2 + SWSIM_ICV_LEN)
 		return skb;
-	esph = (struct ip_esp_hdr *)(skb->data + ETH_HLEN + hlen);
+	if (udp && skb_linearize(skb))
+		return skb;
+	esph = (struct ip_esp_hdr *)(skb->data + ETH_HLEN + hlen + udp);
+	if (udp && !esph->spi)
+		return skb;			/* the non-ESP marker: IKE on the NAT-T port */
 
 	spin_lock_bh(&p->lock);
 	sa = swsim_in_sa(p, family, &daddr, esph->spi);
-	if (!sa) {
+	if (!sa || !sa->x->encap != !udp ||
+	    (udp && ((struct udphdr *)((u8 *)esph - udp))->dest != sa->x->encap->encap_dport)) {
 		spin_unlock_bh(&p->lock);
 		return skb;			/* not offloaded here: the stack's ESP handles it */
 	}
@@ -391,10 +409,11 @@ struct sk_buff *swsim_esp_decap(struct net_device *dev, struct sk_buff *skb)
 	if (!skb || skb_linearize(skb))
 		goto drop;
 	ip = skb->data + ETH_HLEN;
-	esph = (struct ip_esp_hdr *)(ip + hlen);
+	esph = (struct ip_esp_hdr *)(ip + hlen + udp);
 	esplen = skb->len - ETH_HLEN - hlen;
 	if (family == AF_INET)
 		esplen = min_t(unsigned int, esplen, ntohs(((struct iphdr *)ip)->tot_len) - hlen);
+	esplen -= udp;
 	clen = esplen - sizeof(*esph) - SWSIM_IV_LEN;	/* ciphertext + ICV */
 	payload = esph->enc_data + SWSIM_IV_LEN;
 	if (swsim_aead(sa, false, esph->spi, seq, esph->enc_data, payload, clen)) {

@@ -54,10 +54,27 @@ static int swsim_check_state(struct xfrm_state *x, struct netlink_ext_ack *extac
 		return -EINVAL;
 	}
 	if (x->encap) {
-		/* a card without MLX5_IPSEC_CAP_ESPINUDP; with it mlx5 takes UDP_ENCAP_ESPINUDP in
-		 * packet offload, transport mode only */
-		NL_SET_ERR_MSG_MOD(extack, "Encapsulation is not supported");
-		return -EINVAL;
+		if (!swsim_cap_espinudp) {
+			NL_SET_ERR_MSG_MOD(extack, "Encapsulation is not supported");
+			return -EINVAL;
+		}
+		if (x->encap->encap_type != UDP_ENCAP_ESPINUDP) {
+			NL_SET_ERR_MSG_MOD(extack, "Encapsulation other than UDP is not supported");
+			return -EINVAL;
+		}
+		if (!packet) {
+			NL_SET_ERR_MSG_MOD(extack, "Encapsulation is supported in packet offload mode only");
+			return -EINVAL;
+		}
+		if (x->props.mode != XFRM_MODE_TRANSPORT) {
+			NL_SET_ERR_MSG_MOD(extack, "Encapsulation is supported in transport mode only");
+			return -EINVAL;
+		}
+		if (x->props.family != AF_INET) {
+			/* swsim's own limit (mlx5 has none here): its datapath frames UDP over IPv4 only */
+			NL_SET_ERR_MSG_MOD(extack, "swsim frames ESP in UDP over IPv4 only");
+			return -EINVAL;
+		}
 	}
 	if (!x->aead) {
 		NL_SET_ERR_MSG_MOD(extack, "Cannot offload xfrm states without aead");
