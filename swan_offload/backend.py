@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -78,9 +79,12 @@ class NetlinkBackend:
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
         self.sock = XfrmSocket(netns=netns)
+        self._ethtool: socket.socket | None = None  # made at the first devices()
 
     def close(self) -> None:
         self.sock.close()
+        if self._ethtool is not None:
+            self._ethtool.close()
 
     def dump_states(self) -> list[o.XfrmState]:
         return self.sock.dump(c.XFRM_MSG_GETSA, m.xfrm_dump_request_msg(), "dump states", convert=o.state_from_msg)
@@ -134,7 +138,9 @@ class NetlinkBackend:
         """(local address -> device, interface name -> device), read with rtnetlink."""
         links, addresses = read_devices(self.netns)
         kernel = drvinfo.release()
-        by_name = {name: Device(index, name, up, drvinfo.exact_address_steering(*drvinfo.driver_info(name, self.netns), kernel))
+        if self._ethtool is None:
+            self._ethtool = drvinfo.ioctl_socket(self.netns)
+        by_name = {name: Device(index, name, up, drvinfo.exact_address_steering(*drvinfo.driver_info(self._ethtool, name), kernel))
                    for index, name, up in links}
         by_index = {d.ifindex: d for d in by_name.values()}
         by_addr = {addr: by_index[index] for index, addr in addresses if index in by_index}

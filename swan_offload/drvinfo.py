@@ -9,6 +9,7 @@ lookup honours the prefix and hands the packet over. So the agent has to know.
 
 from __future__ import annotations
 
+import array
 import fcntl
 import os
 import socket
@@ -21,24 +22,25 @@ _IFREQ = struct.Struct("@16sP16x")  # struct ifreq: ifr_name, ifr_data (a pointe
 PREFIX_STEERING_SINCE = (6, 15)
 
 
-def driver_info(name: str, netns: str | None = None) -> tuple[str, str]:
-    """(driver, firmware version) of interface ``name``; ("", "") when the device does not say."""
-    import array
-
-    buf = array.array("B", _DRVINFO.pack(ETHTOOL_GDRVINFO, *(b"",) * 6, *(0,) * 5))
-    addr, _len = buf.buffer_info()
+def ioctl_socket(netns: str | None = None) -> socket.socket:
+    """A socket to ask devices with, in ``netns`` if given (a socket keeps the namespace it was
+    made in; pyroute2 makes one there in a child process, so make it once)."""
     if netns:
         from pyroute2 import netns as _netns
 
         sock: socket.socket = _netns.create_socket(netns, socket.AF_INET, socket.SOCK_DGRAM, 0)
-    else:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        return sock
+    return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+
+def driver_info(sock: socket.socket, name: str) -> tuple[str, str]:
+    """(driver, firmware version) of interface ``name``; ("", "") when the device does not say."""
+    buf = array.array("B", _DRVINFO.pack(ETHTOOL_GDRVINFO, *(b"",) * 6, *(0,) * 5))
+    addr, _len = buf.buffer_info()
     try:
         fcntl.ioctl(sock.fileno(), SIOCETHTOOL, _IFREQ.pack(name.encode()[:15], addr))
     except OSError:  # EOPNOTSUPP (no drvinfo: lo, a bridge), ENODEV (gone meanwhile)
         return "", ""
-    finally:
-        sock.close()
     fields = _DRVINFO.unpack(buf.tobytes())
     return _text(fields[1]), _text(fields[3])
 

@@ -18,9 +18,11 @@ def test_the_backend_reads_each_device_driver_and_its_steering(netns):
     made = next((t for t in ("dummy", "bridge", "veth") if subprocess.run(ip + ["add", "d0", "type", t], capture_output=True).returncode == 0), None)
     if made is None:
         skip_unless_required("the kernel has no dummy, bridge or veth devices")
-    driver, _fw = drvinfo.driver_info("d0", netns)
+    sock = drvinfo.ioctl_socket(netns)
+    driver, _fw = drvinfo.driver_info(sock, "d0")
     assert driver == made
-    assert drvinfo.driver_info("no-such-device", netns) == ("", "")
+    assert drvinfo.driver_info(sock, "no-such-device") == ("", "")
+    sock.close()
     _by_addr, by_name = NetlinkBackend(netns).devices()
     assert by_name["d0"].exact_addresses is False
 
