@@ -251,10 +251,12 @@ lab_udp_between() {
 }
 
 # lab_udp_both CHILD PORT MODE: 20 datagrams out to PORT and 20 back from it, through a
-# tunnel (hosta <-> hostb) or a transport SA (gwa <-> gwb); one JSON line {child, out, in}.
+# tunnel (hosta <-> hostb) or a transport SA (gwa <-> gwb: transport over IPv4, transport6
+# over IPv6); one JSON line {child, out, in}.
 lab_udp_both() {
     local src=hosta dst=hostb to=10.2.0.2 back=10.1.0.2 out in
     [ "$3" = transport ] && { src=gwa dst=gwb to=192.0.2.2 back=192.0.2.1; }
+    [ "$3" = transport6 ] && { src=gwa dst=gwb to=2001:db8::2 back=2001:db8::1; }
     out=$(lab_udp_between "$src" "$dst" "$to" "$2" 20 0.02 | tail -n 1)
     in=$(lab_udp_between "$dst" "$src" "$back" 6100 20 0.02 "$2" | tail -n 1)
     echo "{\"child\": \"$1\", \"out\": $out, \"in\": $in}"

@@ -109,11 +109,11 @@ for spi in 0x2001 0x2002; do
 done
 for spi in 0x2001 0x2002; do ip -n gwa xfrm state delete src 192.0.2.1 dst 192.0.2.2 proto esp spi $spi 2>/dev/null || true; done
 # NAT-T on a card with MLX5_IPSEC_CAP_ESPINUDP: ESP in UDP in packet offload, transport mode only
-# (the matrix's mn: encap = yes). swsim frames and strips the UDP header itself; its counters
-# say the device carried natt_tr's datagrams both ways.
+# (the matrix's mn and r6n: encap = yes; IPv4 and IPv6). swsim frames and strips the UDP header itself; its counters
+# say the device carried natt_tr's and natt_tr6's datagrams both ways.
 kill $LAB_AGENT; wait $LAB_AGENT || true
 param espinudp 1
-lab_initiate natt_tun mn && lab_initiate natt_tr mn
+lab_initiate natt_tun mn && lab_initiate natt_tr mn && lab_initiate natt_tr6 r6n
 lab_agent_start
 lab_agent_settled
 lab_status natt
@@ -121,6 +121,9 @@ lab_section natt_traffic
 lab_udp_both natt_tun 5121 tunnel
 tx=$(lab_devstat gwa ipsec_packet_tx_pkts); rx=$(lab_devstat gwa ipsec_packet_rx_pkts)
 lab_udp_both natt_tr 5122 transport
+echo "{\"device_tx\": $(( $(lab_devstat gwa ipsec_packet_tx_pkts) - tx )), \"device_rx\": $(( $(lab_devstat gwa ipsec_packet_rx_pkts) - rx ))}"
+tx=$(lab_devstat gwa ipsec_packet_tx_pkts); rx=$(lab_devstat gwa ipsec_packet_rx_pkts)
+lab_udp_both natt_tr6 5123 transport6
 echo "{\"device_tx\": $(( $(lab_devstat gwa ipsec_packet_tx_pkts) - tx )), \"device_rx\": $(( $(lab_devstat gwa ipsec_packet_rx_pkts) - rx ))}"
 lab_check kernel
 lab_section stat; ip netns exec gwa cat /proc/net/xfrm_stat

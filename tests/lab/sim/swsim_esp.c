@@ -12,6 +12,7 @@
 #include <crypto/aead.h>
 #include <net/esp.h>
 #include <net/ip.h>
+#include <net/ip6_checksum.h>
 #include "swsim.h"
 
 /* One AEAD pass over [aad][iv][data]; the request and AAD live on the heap (VMAP_STACK). */
@@ -98,7 +99,7 @@ struct sk_buff *swsim_esp_encap(struct swsim_sa *sa, struct sk_buff *skb)
 	plen = iplen - hlen;			/* what gets encrypted */
 	padlen = (4 - (plen + 2) % 4) % 4;
 	outer = tunnel ? (v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr)) : hlen;
-	udp = x->encap ? sizeof(struct udphdr) : 0;	/* ESP in UDP: IPv4 transport (swsim_check_state) */
+	udp = x->encap ? sizeof(struct udphdr) : 0;	/* ESP in UDP: transport mode (swsim_check_state) */
 	esplen = udp + sizeof(*esph) + SWSIM_IV_LEN + plen + padlen + 2 + SWSIM_ICV_LEN;
 	if (!sa->esn && sa->oseq >= U32_MAX)
 		goto drop;			/* sequence exhausted: the SA must be rekeyed */
@@ -132,7 +133,7 @@ struct sk_buff *swsim_esp_encap(struct swsim_sa *sa, struct sk_buff *skb)
 	if (v6) {
 		struct ipv6hdr *h = (struct ipv6hdr *)o;
 
-		h->nexthdr = IPPROTO_ESP;
+		h->nexthdr = udp ? IPPROTO_UDP : IPPROTO_ESP;
 		h->payload_len = htons(outer + esplen - sizeof(*h));
 	} else {
 		struct iphdr *h = (struct iphdr *)o;
@@ -148,7 +149,7 @@ struct sk_buff *swsim_esp_encap(struct swsim_sa *sa, struct sk_buff *skb)
 		uh->source = x->encap->encap_sport;
 		uh->dest = x->encap->encap_dport;
 		uh->len = htons(esplen);
-		uh->check = 0;			/* IPv4: none, as the kernel's own ESP in UDP */
+		uh->check = 0;			/* IPv4: none, as the kernel's own ESP in UDP; IPv6: below */
 	}
 	esph = (struct ip_esp_hdr *)(o + outer + udp);
 	esph->spi = x->id.spi;
@@ -163,6 +164,14 @@ struct sk_buff *swsim_esp_encap(struct swsim_sa *sa, struct sk_buff *skb)
 	trailer[padlen + 1] = nexthdr;
 	if (swsim_aead(sa, true, x->id.spi, seq, esph->enc_data, payload, plen + padlen + 2 + SWSIM_ICV_LEN))
 		goto drop;
+	if (udp && v6) {			/* IPv6 requires the UDP checksum */
+		struct ipv6hdr *h = (struct ipv6hdr *)o;
+		struct udphdr *uh = (struct udphdr *)(o + outer);
+
+		uh->check = csum_ipv6_magic(&h->saddr, &h->daddr, esplen, IPPROTO_UDP, csum_partial(uh, esplen, 0));
+		if (!uh->check)
+			uh->check = CSUM_MANGLED_0;
+	}
 	sa->bytes += iplen;
 	sa->packets++;
 	consume_skb(skb);
@@ -371,7 +380,11 @@ struct sk_buff *swsim_esp_decap(struct net_device *dev, struct sk_buff *skb)
 	} else if (eth_hdr(skb)->h_proto == htons(ETH_P_IPV6)) {
 		struct ipv6hdr *h = (struct ipv6hdr *)(skb->data + ETH_HLEN);
 
-		if (skb->len < ETH_HLEN + sizeof(*h) || h->nexthdr != IPPROTO_ESP)
+		if (skb->len < ETH_HLEN + sizeof(*h))
+			return skb;
+		if (h->nexthdr == IPPROTO_UDP)
+			udp = sizeof(struct udphdr);
+		else if (h->nexthdr != IPPROTO_ESP)
 			return skb;
 		hlen = sizeof(*h);
 		daddr.in6 = h->daddr;
@@ -413,6 +426,8 @@ struct sk_buff *swsim_esp_decap(struct net_device *dev, struct sk_buff *skb)
 	esplen = skb->len - ETH_HLEN - hlen;
 	if (family == AF_INET)
 		esplen = min_t(unsigned int, esplen, ntohs(((struct iphdr *)ip)->tot_len) - hlen);
+	else
+		esplen = min_t(unsigned int, esplen, ntohs(((struct ipv6hdr *)ip)->payload_len));
 	esplen -= udp;
 	clen = esplen - sizeof(*esph) - SWSIM_IV_LEN;	/* ciphertext + ICV */
 	payload = esph->enc_data + SWSIM_IV_LEN;

@@ -70,11 +70,6 @@ static int swsim_check_state(struct xfrm_state *x, struct netlink_ext_ack *extac
 			NL_SET_ERR_MSG_MOD(extack, "Encapsulation is supported in transport mode only");
 			return -EINVAL;
 		}
-		if (x->props.family != AF_INET) {
-			/* swsim's own limit (mlx5 has none here): its datapath frames UDP over IPv4 only */
-			NL_SET_ERR_MSG_MOD(extack, "swsim frames ESP in UDP over IPv4 only");
-			return -EINVAL;
-		}
 	}
 	if (!x->aead) {
 		NL_SET_ERR_MSG_MOD(extack, "Cannot offload xfrm states without aead");
