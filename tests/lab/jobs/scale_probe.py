@@ -75,10 +75,11 @@ def floor(ns: str, dev: str) -> None:
     again = [s for s in b.dump_states() if not is_larval(s)]
     b.apply([DelState(s.id) for s in again])
     t1 = time.monotonic()
-    lost = sum(e is not None for e in b.apply([AddState(s) for s in again]))
-    why = sorted({str(e) for e in errs if e is not None})[:3]
-    out(floor_s=round(took, 3), floor_ops=len(errs), floor_errors=bad, floor_error_texts=why,
-        restore_floor_s=round(time.monotonic() - t1, 3), restore_floor_errors=lost)
+    back = b.apply([AddState(s) for s in again])
+    took_back = time.monotonic() - t1
+    lost = sum(e is not None for e in back)
+    out(floor_s=round(took, 3), floor_ops=len(errs), floor_errors=bad, floor_error_texts=sorted({str(e) for e in errs if e is not None})[:3],
+        restore_floor_s=round(took_back, 3), restore_floor_errors=lost, restore_floor_error_texts=sorted({str(e) for e in back if e is not None})[:3])
 
 
 def decided(n: int, start: float, limit: float = 1800) -> None:
