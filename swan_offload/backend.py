@@ -147,6 +147,44 @@ class NetlinkBackend:
         return by_addr, by_name
 
 
+class _StateTable(dict[tuple[Any, ...], o.XfrmState]):
+    """The in-memory kernel's states, with the state holding each device TX rule (``tx``)
+    kept on every write, so a NEWSA checks the one-OUT-SA-per-reqid rule in O(1): a scan made
+    a hub's promotion O(N^2) in bench/event.py. Tests write the table directly, so the index
+    lives in the mutators."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tx: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+    def _drop_rule(self, k: tuple[Any, ...]) -> None:
+        old = super().get(k)
+        if old is not None and (r := tx_rule(old)) is not None and self.tx.get(r) == k:
+            del self.tx[r]
+
+    def __setitem__(self, k: tuple[Any, ...], st: o.XfrmState) -> None:
+        self._drop_rule(k)
+        super().__setitem__(k, st)
+        if (r := tx_rule(st)) is not None:
+            self.tx[r] = k
+
+    def __delitem__(self, k: tuple[Any, ...]) -> None:
+        self._drop_rule(k)
+        super().__delitem__(k)
+
+    def pop(self, k: tuple[Any, ...], *default: Any) -> Any:
+        self._drop_rule(k)
+        return super().pop(k, *default)
+
+    def update(self, other: Any = (), **kw: Any) -> None:
+        for k, st in dict(other, **kw).items():
+            self[k] = st
+
+    def clear(self) -> None:
+        super().clear()
+        self.tx.clear()
+
+
 class MemoryBackend:
     """An in-memory kernel with XFRM's identity rules, for fast planner/reconciler tests.
 
@@ -154,7 +192,7 @@ class MemoryBackend:
     """
 
     def __init__(self, refuse: dict[int, str] | None = None) -> None:
-        self.states: dict[tuple[Any, ...], o.XfrmState] = {}
+        self.states = _StateTable()
         self.policies: dict[tuple[Any, ...], o.XfrmPolicy] = {}
         self.refuse = dict(refuse or {})
         self.addresses: dict[str, Device] = {}
@@ -195,7 +233,7 @@ class MemoryBackend:
             if off and off.packet and off.ifindex in self.refuse:
                 return XfrmError(errno.EINVAL, self.refuse[off.ifindex], what)
             rule = tx_rule(op.state)
-            if rule is not None and any(tx_rule(s) == rule for s in self.states.values()):
+            if rule is not None and rule in self.states.tx:
                 return XfrmError(errno.EEXIST, "Device failed to offload this state", what)  # a ConnectX's one TX rule per reqid
             self.states[k] = op.state
         elif isinstance(op, DelState):
