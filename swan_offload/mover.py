@@ -158,10 +158,7 @@ class Mover:
             # twin (template without SPI) while the OUT SA is swapped, never charon's policy
             # with no software SA of its SPI (that makes a placeholder of the SPI, see
             # backend.replace_placeholders)
-            mine: list[Op] = list(add)
-            for cur, new, _ in fresh:
-                mine += [DelState(cur.id, "remove " + cur.describe()), AddState(new)]
-            mine += drop
+            mine: list[Op] = [*add, *_swap_ops(fresh), *drop]
             segments.append((i, slice(len(ops), len(ops) + len(mine)), drop, add, fresh))
             ops += mine
         errs = self.backend.apply(ops) if ops else []
@@ -188,7 +185,7 @@ class Mover:
 
     def swap(self, child: Key, fresh: list[tuple[XfrmState, XfrmState, bool]]) -> str | None:
         """Move states, each by DELSA+NEWSA, in one batch; record or undo as a move does. Returns a refusal text."""
-        ops: list[Op] = [op for cur, new, _ in fresh for op in (DelState(cur.id, "remove " + cur.describe()), AddState(new))]
+        ops = _swap_ops(fresh)
         return self.settle(child, ops, self.backend.apply(ops), [], [], fresh)
 
     def _steps(self, cp: pl.ChildPlan, plan: pl.Plan) -> tuple[list[DelPolicy], list[AddPolicy], list[tuple[XfrmState, XfrmState]]]:
@@ -266,6 +263,12 @@ class Mover:
     def _forget(self, drop: list[DelPolicy]) -> None:
         for d in drop:
             self.mirror.drop_policy(d.id)
+
+
+def _swap_ops(fresh: list[tuple[XfrmState, XfrmState, bool]]) -> list[Op]:
+    """DELSA+NEWSA of the same SPI for each (current, replacement): adjacent, so the backend
+    sends each pair in one datagram and ``_undo`` finds a NEWSA's DELSA just before it."""
+    return [op for cur, new, _ in fresh for op in (DelState(cur.id, "remove " + cur.describe()), AddState(new))]
 
 
 def _touches(cp: pl.ChildPlan) -> set[Any]:
